@@ -1,0 +1,201 @@
+"""Backups and restores (R-OMR-4, R-DATA-2).
+
+A backup is a directory ``<backup_dir>/<UTC stamp>-<label>/`` holding the database
+(SQLite online-backup copy, or a ``pg_dump -Fc`` archive), a copy of the signed
+ledger checkpoints, ``manifest.json`` (schema revision, ledger head, row counts)
+and ``SHA256SUMS`` over all of them. When ``MC_BACKUP_COPY_DIR`` is set the whole
+directory is copied there too, so a copy is kept apart from the live system.
+
+A restore checks the checksums first, restores, and returns the manifest so the
+caller (and the restore drill test) can check that the ledger verifies and the
+row counts match.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from . import ledger, migrate
+from .models import Base
+
+
+class BackupError(RuntimeError):
+    pass
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def table_counts(db) -> dict[str, int]:
+    with db.read() as session:
+        return {name: session.scalar(select(func.count()).select_from(table))
+                for name, table in sorted(Base.metadata.tables.items())}
+
+
+def _pg_env_and_args(url: str) -> tuple[dict[str, str], list[str]]:
+    parsed = make_url(url)
+    env = dict(os.environ)
+    if parsed.password:
+        env["PGPASSWORD"] = parsed.password
+    args = ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres"]
+    return env, args + [parsed.database]
+
+
+def _sqlite_path(url: str) -> Path:
+    database = make_url(url).database
+    if not database:
+        raise BackupError("in-memory SQLite cannot be backed up")
+    return Path(database)
+
+
+def create_backup(db, settings, *, label: str = "scheduled") -> Path:
+    """Write a verified backup; returns its directory."""
+    if not label.replace("-", "").replace("_", "").isalnum():
+        raise BackupError("a backup label may contain letters, digits, '-' and '_' only")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = Path(settings.backup_dir) / f"{stamp}-{label}"
+    target.mkdir(parents=True, exist_ok=False)
+    with db.read() as session:
+        head_seq, head_hash = ledger.head(session)
+    manifest = {
+        "format": 1, "created_at": stamp, "label": label, "dialect": db.dialect,
+        "schema_revision": migrate.current_revision(db), "ledger_head": {"seq": head_seq, "hash": head_hash},
+        "counts": table_counts(db),
+    }
+    if db.is_sqlite:
+        source = sqlite3.connect(str(_sqlite_path(db.url)))
+        dest = sqlite3.connect(str(target / "database.sqlite3"))
+        try:
+            with dest:
+                source.backup(dest)  # consistent online copy, readers and writers keep going
+        finally:
+            dest.close()
+            source.close()
+    else:
+        env, args = _pg_env_and_args(db.url)
+        out = target / "database.pgdump"
+        result = subprocess.run(["pg_dump", "-Fc", "--no-owner", "-f", str(out), *args], env=env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise BackupError(f"pg_dump failed: {result.stderr.strip()}")
+    checkpoints = Path(settings.checkpoint_dir) / ledger.CheckpointStore.FILE_NAME
+    if checkpoints.exists():
+        shutil.copyfile(checkpoints, target / ledger.CheckpointStore.FILE_NAME)
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    sums = [f"{_sha256_file(p)}  {p.name}" for p in sorted(target.iterdir())]
+    (target / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    if settings.backup_copy_dir:
+        shutil.copytree(target, Path(settings.backup_copy_dir) / target.name)
+    return target
+
+
+def verify_backup(directory: Path) -> dict:
+    """Check SHA256SUMS; return the manifest. Raises BackupError naming a bad file."""
+    directory = Path(directory)
+    sums_file = directory / "SHA256SUMS"
+    if not sums_file.exists():
+        raise BackupError(f"{directory} has no SHA256SUMS: not a backup, or incomplete")
+    listed = set()
+    for line in sums_file.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed.add(name)
+        path = directory / name
+        if not path.exists():
+            raise BackupError(f"{name} is listed in SHA256SUMS but missing")
+        if _sha256_file(path) != digest:
+            raise BackupError(f"{name} does not match its checksum: the backup is damaged")
+    extra = {p.name for p in directory.iterdir()} - listed - {"SHA256SUMS"}
+    if extra:
+        raise BackupError(f"files not covered by SHA256SUMS: {', '.join(sorted(extra))}")
+    return json.loads((directory / "manifest.json").read_text())
+
+
+def restore_backup(directory: Path, target_url: str, *, force: bool = False) -> dict:
+    """Restore into ``target_url``. SQLite: refuses to overwrite unless ``force``
+    (the old file is kept beside it as ``*.before-restore``). PostgreSQL: the target
+    database must exist and be empty unless ``force`` (then objects are replaced)."""
+    manifest = verify_backup(directory)
+    directory = Path(directory)
+    if manifest["dialect"] == "sqlite":
+        if not target_url.startswith("sqlite"):
+            raise BackupError("this is a SQLite backup; restore it to a SQLite URL")
+        path = _sqlite_path(target_url)
+        if path.exists():
+            if not force:
+                raise BackupError(f"{path} exists; pass --force to replace it (it is kept as .before-restore)")
+            path.replace(path.with_name(path.name + ".before-restore"))
+            for suffix in ("-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(directory / "database.sqlite3", path)
+    else:
+        if target_url.startswith("sqlite"):
+            raise BackupError("this is a PostgreSQL backup; restore it to a PostgreSQL URL")
+        env, args = _pg_env_and_args(target_url)
+        command = ["pg_restore", "--no-owner", "--exit-on-error"]
+        if force:
+            command += ["--clean", "--if-exists"]
+        command += ["-d", args[-1], *args[:-1], str(directory / "database.pgdump")]
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BackupError(f"pg_restore failed: {result.stderr.strip()}")
+    return manifest
+
+
+def list_backups(settings) -> list[Path]:
+    root = Path(settings.backup_dir)
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+class BackupScheduler:
+    """Runs ``create_backup`` every ``interval`` in a daemon thread (R-OMR-4: at
+    least every half day). ``serve`` starts one; failures are reported, not fatal."""
+
+    def __init__(self, db, settings, *, interval: dt.timedelta | None = None,
+                 on_error: Callable[[Exception], None] | None = None):
+        self.db = db
+        self.settings = settings
+        self.interval = interval or dt.timedelta(hours=settings.backup_interval_hours)
+        self.on_error = on_error or (lambda exc: None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.made: list[Path] = []
+
+    def run_once(self) -> Path | None:
+        try:
+            path = create_backup(self.db, self.settings, label="scheduled")
+            self.made.append(path)
+            return path
+        except Exception as exc:  # noqa: BLE001 - a failed backup must not stop the centre
+            self.on_error(exc)
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval.total_seconds()):
+            self.run_once()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,336 @@
+"""The score ledger: append-only, hash-chained, with signed checkpoints outside the DB.
+
+R-QC-4 (complete log of every score entry and change: who, when, before, after, why),
+R-QC-5 (approvals kept), R-SEC-2 (no application role can alter the audit log).
+
+* Each event's hash is SHA-256 over canonical JSON of the event *including the
+  previous hash*, computed in Python so SQLite and PostgreSQL produce the same chain.
+* ``seq`` and the previous hash come from the single ``ledger_head`` row, locked in
+  the same transaction as the change the event records; an event exists if and only
+  if its change committed.
+* Triggers (see marking.migrations) reject UPDATE and DELETE (and TRUNCATE on
+  PostgreSQL). Whoever owns the file or the table can still drop them, so:
+* signed checkpoints (HMAC-SHA256 with a key kept outside the database) of the chain
+  head are appended to a file outside the database. Verification recomputes the
+  chain and checks it against every checkpoint, which catches a rewritten or
+  truncated chain that is internally consistent.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import LedgerEvent, LedgerHead
+
+GENESIS_HASH = "0" * 64
+
+# Why a score changed. Drawn from Ofqual's review-of-marking reason list plus the
+# centre's own workflow events; a change without a listed reason is refused.
+REASON_CODES: dict[str, str] = {
+    "input_error": "Score keyed wrongly",
+    "totalling_error": "Totalling or composition error",
+    "illegible": "Response illegible",
+    "work_not_seen": "Work not seen by the marker",
+    "unusual_response": "Unusual response",
+    "review_decision": "Team leader's decision after re-check",
+    "arbitration": "Team leader's arbitration",
+    "third_mark": "Decided from a third mark",
+    "agreement": "Two marks within the threshold",
+    "key_change": "Answer key changed; objective items rescored",
+    "id_correction": "Candidate identity corrected",
+    "marker_revision": "Marker revised own unresolved mark",
+    "suspension_requeue": "Marker suspended; work re-marked",
+    "abnormal_decision": "Abnormal script decided by the subject group",
+    "authority_approval": "Approved by the exam authority",
+    "process_score": "Process score imported or confirmed",
+    "review_request": "Candidate's review request (复核)",
+    "scheme_change": "Marking scheme changed with approval",
+}
+
+
+class LedgerError(RuntimeError):
+    pass
+
+
+def _check_json_value(value: Any, path: str = "data") -> None:
+    """Refuse floats anywhere in ledger data: scores are exact (R-MARK-2)."""
+    if isinstance(value, float):
+        raise TypeError(f"{path} is a float; write scores as exact strings (e.g. '7/2')")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has a non-string key {key!r}")
+            _check_json_value(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{path}[{index}]")
+    elif not (value is None or isinstance(value, (str, int, bool))):
+        raise TypeError(f"{path} has a {type(value).__name__}, which has no canonical JSON form")
+
+
+def canonical_json(value: Any) -> str:
+    _check_json_value(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_at(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("ledger timestamps must be timezone-aware")
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def score_text(points: Fraction | None) -> str | None:
+    """Exact score text for ledger data: '7/2', '3'."""
+    if points is None:
+        return None
+    points = Fraction(points)
+    return str(points.numerator) if points.denominator == 1 else f"{points.numerator}/{points.denominator}"
+
+
+def compute_hash(*, prev_hash: str, seq: int, at: str, actor_id: int | None, action: str,
+                 entity: str, entity_id: str, reason: str | None, data: str) -> str:
+    record = {
+        "prev": prev_hash, "seq": seq, "at": at, "actor": actor_id, "action": action,
+        "entity": entity, "entity_id": entity_id, "reason": reason, "data": data,
+    }
+    return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    actor_id: int | None,
+    action: str,
+    entity: str,
+    entity_id: int | str,
+    data: dict[str, Any],
+    reason: str | None = None,
+    at: dt.datetime | None = None,
+) -> LedgerEvent:
+    """Append one event in the caller's transaction (so it commits with the change)."""
+    if reason is not None and reason not in REASON_CODES:
+        raise LedgerError(f"unknown reason code {reason!r}; known: {', '.join(sorted(REASON_CODES))}")
+    data_text = canonical_json(data)
+    head = session.execute(
+        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
+    seq = head.seq + 1
+    at_text = format_at(at or dt.datetime.now(dt.timezone.utc))
+    digest = compute_hash(prev_hash=head.hash, seq=seq, at=at_text, actor_id=actor_id,
+                          action=action, entity=entity, entity_id=str(entity_id),
+                          reason=reason, data=data_text)
+    row = LedgerEvent(seq=seq, at=at_text, actor_id=actor_id, action=action, entity=entity,
+                      entity_id=str(entity_id), reason=reason, data=data_text,
+                      prev_hash=head.hash, hash=digest)
+    session.add(row)
+    head.seq = seq
+    head.hash = digest
+    session.flush()
+    session.info["ledger_head"] = (seq, digest)
+    return row
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def generate_key_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def load_key(path: Path) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError as exc:
+        raise LedgerError(
+            f"ledger checkpoint key {path} not found; create one with `marking-centre audit keygen` "
+            "and keep it outside the database host's reach (MC_LEDGER_KEY_FILE)"
+        ) from exc
+    if len(text) < 32:
+        raise LedgerError(f"ledger checkpoint key {path} is too short")
+    return text.encode("ascii")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    at: str
+    sig: str
+
+    def message(self) -> bytes:
+        return f"{self.seq}:{self.hash}:{self.at}".encode("ascii")
+
+
+class CheckpointStore:
+    """Signed chain heads appended to a JSON-lines file outside the database."""
+
+    FILE_NAME = "ledger-checkpoints.jsonl"
+
+    def __init__(self, directory: Path, key: bytes):
+        self.directory = Path(directory)
+        self.path = self.directory / self.FILE_NAME
+        self._key = key
+
+    def sign(self, seq: int, head_hash: str, at: str) -> str:
+        return hmac.new(self._key, f"{seq}:{head_hash}:{at}".encode("ascii"), hashlib.sha256).hexdigest()
+
+    def write(self, seq: int, head_hash: str) -> Checkpoint:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        at = format_at(dt.datetime.now(dt.timezone.utc))
+        cp = Checkpoint(seq=seq, hash=head_hash, at=at, sig=self.sign(seq, head_hash, at))
+        line = json.dumps(cp.__dict__, sort_keys=True) + "\n"
+        # O_APPEND keeps concurrent writers' lines whole; fsync so a crash keeps it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            os.write(fd, line.encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return cp
+
+    def read_all(self) -> list[Checkpoint]:
+        if not self.path.exists():
+            return []
+        result = []
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                result.append(Checkpoint(seq=int(raw["seq"]), hash=str(raw["hash"]),
+                                         at=str(raw["at"]), sig=str(raw["sig"])))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerError(f"{self.path}:{number}: unreadable checkpoint line") from exc
+        return result
+
+    def is_authentic(self, cp: Checkpoint) -> bool:
+        return hmac.compare_digest(cp.sig, self.sign(cp.seq, cp.hash, cp.at))
+
+    def last_seq(self) -> int:
+        cps = self.read_all()
+        return max((c.seq for c in cps), default=0)
+
+
+def head(session: Session) -> tuple[int, str]:
+    row = session.get(LedgerHead, 1)
+    if row is None:
+        raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
+    return row.seq, row.hash
+
+
+def checkpoint_now(db, store: CheckpointStore) -> Checkpoint:
+    with db.read() as session:
+        seq, digest = head(session)
+    return store.write(seq, digest)
+
+
+def install_auto_checkpoints(db, store: CheckpointStore, every: int) -> None:
+    """After a commit that appended events, checkpoint when ``every`` events have passed."""
+    state = {"last": store.last_seq()}
+
+    def _after_commit(session: Session) -> None:
+        appended = session.info.pop("ledger_head", None)
+        if appended and appended[0] - state["last"] >= every:
+            store.write(*appended)
+            state["last"] = appended[0]
+
+    for maker in (db._write_sessions,):
+        sa_event.listen(maker, "after_commit", _after_commit)
+
+    def _after_rollback(session: Session) -> None:
+        session.info.pop("ledger_head", None)
+
+    sa_event.listen(db._write_sessions, "after_soft_rollback", lambda s, _t: _after_rollback(s))
+
+
+# --------------------------------------------------------------------------- verification
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    events: int
+    head_seq: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    message: str = "intact"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _iter_events(session: Session, batch: int = 2000) -> Iterable[LedgerEvent]:
+    last = 0
+    while True:
+        rows = session.execute(
+            select(LedgerEvent).where(LedgerEvent.seq > last).order_by(LedgerEvent.seq).limit(batch)
+        ).scalars().all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def verify(db, store: CheckpointStore | None) -> VerifyResult:
+    """Recompute the chain; check head and checkpoints. Names the first bad sequence number."""
+    with db.read() as session:
+        expected_seq = 1
+        running = GENESIS_HASH
+        hashes: dict[int, str] = {}
+        checkpoints = store.read_all() if store else []
+        wanted = {cp.seq for cp in checkpoints}
+        count = 0
+        for row in _iter_events(session):
+            if row.seq != expected_seq:
+                return VerifyResult(False, count, expected_seq - 1, len(checkpoints), expected_seq,
+                                    f"sequence gap: event {expected_seq} is missing (next is {row.seq})")
+            recomputed = compute_hash(prev_hash=running, seq=row.seq, at=row.at, actor_id=row.actor_id,
+                                      action=row.action, entity=row.entity, entity_id=row.entity_id,
+                                      reason=row.reason, data=row.data)
+            if row.prev_hash != running or row.hash != recomputed:
+                return VerifyResult(False, count, row.seq - 1, len(checkpoints), row.seq,
+                                    f"event {row.seq} does not match its hash: it was altered")
+            if row.seq in wanted:
+                hashes[row.seq] = row.hash
+            running = row.hash
+            expected_seq += 1
+            count += 1
+        last_seq = expected_seq - 1
+        head_row = session.get(LedgerHead, 1)
+        if head_row is None:
+            return VerifyResult(False, count, last_seq, len(checkpoints), last_seq + 1, "ledger head row missing")
+        if head_row.seq != last_seq or head_row.hash != running:
+            first_bad = min(head_row.seq, last_seq) + 1
+            return VerifyResult(False, count, last_seq, len(checkpoints), first_bad,
+                                f"chain ends at {last_seq} but the head says {head_row.seq}: "
+                                f"events from {first_bad} were removed or the head was altered")
+    for cp in sorted(checkpoints, key=lambda c: c.seq):
+        if store is not None and not store.is_authentic(cp):
+            return VerifyResult(False, count, last_seq, len(checkpoints), cp.seq,
+                                f"checkpoint at {cp.seq} has a bad signature (wrong key or forged)")
+        if cp.seq > last_seq:
+            return VerifyResult(False, count, last_seq, len(checkpoints), last_seq + 1,
+                                f"checkpoint at {cp.seq} is beyond the end of the chain ({last_seq}): "
+                                f"events from {last_seq + 1} were deleted")
+        if cp.seq > 0 and hashes.get(cp.seq) != cp.hash:
+            return VerifyResult(False, count, last_seq, len(checkpoints), cp.seq,
+                                f"event {cp.seq} differs from the signed checkpoint: "
+                                f"the chain was rewritten at or before {cp.seq}")
+    return VerifyResult(True, count, last_seq, len(checkpoints))

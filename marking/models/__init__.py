@@ -1,0 +1,11 @@
+"""The data model. Domain rules are constraints wherever a constraint can hold them."""
+from .base import Base, UTCDateTime, utcnow
+from .exam import CardTemplate, ExamSession, Item, MarkingScheme, ResolutionPolicy, Subject
+from .people import (ROLES, Exclusion, ItemDuty, LoginSession, Qualification, User, UserRole)
+from .scanning import (AnswerKey, AnswerKeySignoff, Candidate, Card, ObjectiveAnswer, OmrRead,
+                       PageImage, Registration, ScanBatch, Script, SpotCheck)
+from .work import (LIVE_SLOTS, SLOTS, Mark, MarkTask, ProcessScore, RegisterEntry, Resolution,
+                   Response, ReviewRequest, ReviewSample, ScoreChange)
+from .audit import LedgerEvent, LedgerHead, OutboxEvent
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,128 @@
+"""``marking-centre demo``: set up and run a small centre on the embedded default.
+
+SQLite file, local worker processes, no servers. Safe to run again: every step
+checks what is already there. Demo passwords are fixed and printed; they exist
+only in the demo environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sqlalchemy import select
+
+from marking import examspec, ledger, migrate, users
+from marking.cli_commands import checkpoint_store
+from marking.models import ExamSession, Item, ItemDuty, Subject, User
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_SPEC = REPO_ROOT / "examples" / "exam-2026-10.yaml"
+DEMO_SESSION = "ZK-2026-10"
+
+# username, display name, roles, qualification level, school, exclusions
+DEMO_USERS = [
+    ("admin", "系统管理员", ["admin"], 0, None, []),
+    ("leader1", "张组长", ["team_leader", "marker"], 3, "S4599", []),
+    ("leader2", "李组长", ["team_leader", "marker"], 3, "S4598", []),
+    ("marker1", "王评卷员", ["marker"], 1, "S4590", []),
+    ("marker2", "刘评卷员", ["marker"], 1, "S4591", []),
+    ("marker3", "陈评卷员", ["marker"], 2, "S4503", [("school", "S4503")]),
+    ("marker4", "杨评卷员", ["marker"], 2, "S4592", []),
+    ("marker5", "黄评卷员", ["marker"], 1, "S4593", []),
+    ("marker6", "赵助理", ["marker"], 0, "S4594", []),
+    ("tech1", "周技术员", ["technician"], 0, None, []),
+    ("tech2", "吴技术员", ["technician"], 0, None, []),
+    ("keyofficer", "徐录入员", ["key_officer"], 0, None, []),
+    ("reviewer", "孙核对员", ["key_officer"], 0, None, []),
+    ("authority", "马考试院", ["authority_officer"], 0, None, []),
+]
+DEMO_PASSWORD = "demo-{username}-2026"
+
+
+def _say(message: str) -> None:
+    print(f"  • {message}", flush=True)
+
+
+def ensure_users(db) -> int:
+    created = 0
+    with db.read() as session:
+        existing = set(session.scalars(select(User.username)))
+    for username, name, roles, level, school, exclusions in DEMO_USERS:
+        if username in existing:
+            continue
+        users.add_user(db, users.NewUser(username=username, display_name=name, roles=roles,
+                                         qualification_level=level, school_code=school,
+                                         password=DEMO_PASSWORD.format(username=username),
+                                         exclusions=exclusions))
+        created += 1
+    return created
+
+
+def ensure_duties(db) -> int:
+    """Markers on every subjective item they are qualified for; a leader per subject."""
+    created = 0
+    with db.write() as session:
+        people = {u.username: u for u in session.scalars(select(User))}
+        items = session.execute(
+            select(Item, Subject.code).join(Subject).join(ExamSession)
+            .where(ExamSession.code == DEMO_SESSION, Item.kind == "subjective")
+        ).all()
+        have = {(d.item_id, d.user_id, d.duty) for d in session.scalars(select(ItemDuty))}
+        for item, subject_code in items:
+            leader = people["leader1" if subject_code == "00015" else "leader2"]
+            wanted = [(leader, "team_leader")] + [
+                (people[name], "marker") for name in ("marker1", "marker2", "marker3", "marker4", "marker5", "marker6")
+            ]
+            for user, duty in wanted:
+                if (item.id, user.id, duty) not in have:
+                    session.add(ItemDuty(item_id=item.id, user_id=user.id, duty=duty))
+                    created += 1
+    return created
+
+
+def run_demo(ctx, *, serve: bool, port: int) -> int:
+    settings = ctx.settings
+    print(f"Marking centre demo — data directory {settings.data_dir}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(ctx.db)
+    _say(f"database ready ({ctx.db.dialect}, schema {migrate.current_revision(ctx.db)})")
+    store = checkpoint_store(settings, create_key=True)
+    ctx.reset_db()  # reopen so automatic checkpoints use the (possibly new) key
+    _say(f"ledger checkpoint key at {settings.ledger_key_file}")
+
+    with ctx.db.read() as session:
+        imported = session.scalar(select(ExamSession.id).where(ExamSession.code == DEMO_SESSION))
+    if imported:
+        _say(f"exam session {DEMO_SESSION} already imported")
+    else:
+        summary = examspec.import_spec(ctx.db, EXAMPLE_SPEC, template_inspector=ctx.template_inspector)
+        _say(f"imported {EXAMPLE_SPEC.name}: {summary['subjects']} subjects, {summary['items']} items, "
+             f"{summary['candidates']} candidates")
+    _say(f"demo users: {ensure_users(ctx.db)} created")
+    _say(f"item duties: {ensure_duties(ctx.db)} created")
+
+    cp = ledger.checkpoint_now(ctx.db, store)
+    result = ledger.verify(ctx.db, store)
+    _say(f"ledger: {result.events} events, head {cp.seq}, verification {'OK' if result.ok else 'FAILED'}")
+
+    print("\nDemo accounts (password = demo-<username>-2026):")
+    for username, name, roles, level, _school, _ex in DEMO_USERS:
+        print(f"  {username:<11} {', '.join(roles):<24} level {level}  {name}")
+    if serve:
+        print(f"\nThe web workbench is not part of this build yet; nothing is served on port {port}. "
+              "Use --no-serve in scripts.")
+    return 0 if result.ok else 1
+
+
+def cmd_demo(args, ctx) -> int:
+    if "MC_ENV" not in os.environ:
+        ctx.settings = ctx.settings.with_overrides(environment="demo")
+    return run_demo(ctx, serve=not args.no_serve, port=args.port)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="set up and run the demo centre on the embedded default")
+    demo.add_argument("--no-serve", action="store_true", help="set up and run the batch work, then exit")
+    demo.add_argument("--port", type=int, default=5000)
+    demo.set_defaults(handler=cmd_demo)
