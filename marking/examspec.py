@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger, policy_store
+from . import ledger, policy
 from .candidates import candidate_number_problems
 from .models import (Candidate, CardTemplate, ExamSession, Item, Registration, Subject)
 from .models.exam import MULTI_RULES, SESSION_KINDS, TOTAL_ROUNDING
@@ -241,6 +241,26 @@ def _parse_objective(ctx, node, path) -> list[ItemSpec]:
                      multi_select=multi, multi_rule=rule, partial_cp=partial) for c in codes]
 
 
+def _policy_params(ctx, mapping: dict[str, yaml.Node], path: str) -> dict[str, Any] | None:
+    """Policy knobs from YAML text, typed as marking.policy expects, then validated there."""
+    params: dict[str, Any] = {}
+    for key, node in mapping.items():
+        if key == "name":
+            continue
+        if key in policy.BOOL_KEYS:
+            params[key] = _bool(ctx, mapping, key, path, False)
+        elif isinstance(node, yaml.ScalarNode):
+            params[key] = node.value
+        else:
+            ctx.error(node, f"{path}.{key}", "expected a single value")
+    try:
+        policy.normalise(params)
+    except policy.PolicyError as exc:
+        ctx.error(mapping.get("name") or next(iter(mapping.values()), None), path, str(exc))
+        return None
+    return params
+
+
 def _parse_subjective(ctx, node, path) -> ItemSpec | None:
     m = _mapping(ctx, node, path)
     if m is None:
@@ -255,7 +275,7 @@ def _parse_subjective(ctx, node, path) -> ItemSpec | None:
         ctx.error(m["step"], f"{path}.step", "the maximum must be a whole number of steps")
     if max_cp is not None and threshold_cp is not None and threshold_cp > max_cp:
         ctx.error(m["threshold"], f"{path}.threshold", "cannot exceed the maximum")
-    policy_name, params = "standard", {}
+    policy_name, params = policy.DEFAULT_NAME, None
     if "policy" in m:
         pnode = m["policy"]
         if isinstance(pnode, yaml.ScalarNode):
@@ -263,12 +283,8 @@ def _parse_subjective(ctx, node, path) -> ItemSpec | None:
         else:
             pm = _mapping(ctx, pnode, f"{path}.policy")
             if pm is not None:
-                policy_name = _text(ctx, pm, "name", f"{path}.policy") or "standard"
-                params = {k: v.value for k, v in pm.items() if k != "name" and isinstance(v, yaml.ScalarNode)}
-                try:
-                    policy_store.validate_params(params)
-                except ValueError as exc:
-                    ctx.error(pnode, f"{path}.policy", str(exc))
+                policy_name = _text(ctx, pm, "name", f"{path}.policy") or policy.DEFAULT_NAME
+                params = _policy_params(ctx, pm, f"{path}.policy")
     return ItemSpec(
         code=code or "?", kind="subjective", max_cp=max_cp or 1, title=_parse_item_common(ctx, m, path, "s")["title"],
         step_cp=step_cp, threshold_cp=threshold_cp, double_marked=_bool(ctx, m, "double_marked", path, True),
@@ -482,8 +498,8 @@ def import_spec(db, path: Path, *, actor_id: int | None = None,
             for ordinal, it in enumerate(s.items, start=1):
                 policy_id = None
                 if it.kind == "subjective":
-                    policy_id = policy_store.ensure_policy(session, it.policy_name or "standard",
-                                                           it.policy_params or {}).id
+                    policy_id = policy.ensure_policy(session, it.policy_name or policy.DEFAULT_NAME,
+                                                     it.policy_params).id
                 session.add(Item(subject_id=subject.id, code=it.code, ordinal=ordinal, kind=it.kind,
                                  title=it.title, max_cp=it.max_cp, options=it.options,
                                  multi_select=it.multi_select, multi_rule=it.multi_rule,

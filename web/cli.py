@@ -9,7 +9,7 @@ import argparse
 import sys
 from functools import cached_property
 
-from marking import cli_commands, ledger
+from marking import cli_commands, ledger, marking_cli
 from marking.config import ConfigError, Settings, load_settings
 from marking.db import Database
 
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_commands.register(sub)
     from web import demo
     demo.register(sub)
-    for module_name in ("omr.cli", "marking.marking_cli"):
+    marking_cli.register(sub)
+    for module_name in ("omr.cli",):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

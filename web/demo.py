@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from marking import examspec, ledger, migrate, users
+from marking import examspec, ledger, migrate, simulate, users
 from marking.cli_commands import checkpoint_store
-from marking.models import ExamSession, Item, ItemDuty, Subject, User
+from marking.models import ExamSession, Item, ItemDuty, Script, Subject, User
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SPEC = REPO_ROOT / "examples" / "exam-2026-10.yaml"
@@ -26,7 +26,7 @@ DEMO_USERS = [
     ("leader1", "张组长", ["team_leader", "marker"], 3, "S4599", []),
     ("leader2", "李组长", ["team_leader", "marker"], 3, "S4598", []),
     ("marker1", "王评卷员", ["marker"], 1, "S4590", []),
-    ("marker2", "刘评卷员", ["marker"], 1, "S4591", []),
+    ("marker2", "刘评卷员", ["marker"], 2, "S4591", []),
     ("marker3", "陈评卷员", ["marker"], 2, "S4503", [("school", "S4503")]),
     ("marker4", "杨评卷员", ["marker"], 2, "S4592", []),
     ("marker5", "黄评卷员", ["marker"], 1, "S4593", []),
@@ -70,8 +70,10 @@ def ensure_duties(db) -> int:
         ).all()
         have = {(d.item_id, d.user_id, d.duty) for d in session.scalars(select(ItemDuty))}
         for item, subject_code in items:
-            leader = people["leader1" if subject_code == "00015" else "leader2"]
-            wanted = [(leader, "team_leader")] + [
+            leader, other = (people["leader1"], people["leader2"]) if subject_code == "00015" else \
+                (people["leader2"], people["leader1"])
+            # The other subject's leader re-checks this one (R-MARK-5: a reviewer is never an original reader).
+            wanted = [(leader, "team_leader"), (other, "reviewer")] + [
                 (people[name], "marker") for name in ("marker1", "marker2", "marker3", "marker4", "marker5", "marker6")
             ]
             for user, duty in wanted:
@@ -79,6 +81,22 @@ def ensure_duties(db) -> int:
                     session.add(ItemDuty(item_id=item.id, user_id=user.id, duty=duty))
                     created += 1
     return created
+
+
+def run_marking(db, subject_code: str = "00015", seed: int = 2026) -> None:
+    """Demo markers mark through the service API: agreements, third marks, an arbitration."""
+    with db.read() as session:
+        subject_id = session.scalar(select(Subject.id).join(ExamSession).where(
+            ExamSession.code == DEMO_SESSION, Subject.code == subject_code))
+        has_scripts = session.scalar(select(Script.id).where(Script.subject_id == subject_id).limit(1))
+    if not has_scripts:
+        simulate.create_responses_for_testing(db, subject_code, 40, seed=seed, session_code=DEMO_SESSION)
+    summary = simulate.simulate_marking(db, subject_code, seed=seed, session_code=DEMO_SESSION)
+    marks = ", ".join(f"{n} {kind}" for kind, n in summary["marks"].items())
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary["outcomes"].items()))
+    _say(f"marking of subject {subject_code} by the demo markers: {marks}")
+    _say(f"final scores: {outcomes}; {summary['review_sampled']} re-checked (R-MARK-5), "
+         f"{summary['scripts_totalled']} scripts totalled")
 
 
 def run_demo(ctx, *, serve: bool, port: int) -> int:
@@ -102,6 +120,8 @@ def run_demo(ctx, *, serve: bool, port: int) -> int:
     _say(f"demo users: {ensure_users(ctx.db)} created")
     _say(f"item duties: {ensure_duties(ctx.db)} created")
 
+    run_marking(ctx.db)
+
     cp = ledger.checkpoint_now(ctx.db, store)
     result = ledger.verify(ctx.db, store)
     _say(f"ledger: {result.events} events, head {cp.seq}, verification {'OK' if result.ok else 'FAILED'}")
@@ -109,10 +129,12 @@ def run_demo(ctx, *, serve: bool, port: int) -> int:
     print("\nDemo accounts (password = demo-<username>-2026):")
     for username, name, roles, level, _school, _ex in DEMO_USERS:
         print(f"  {username:<11} {', '.join(roles):<24} level {level}  {name}")
+    if not result.ok:
+        return 1
     if serve:
         print(f"\nThe web workbench is not part of this build yet; nothing is served on port {port}. "
               "Use --no-serve in scripts.")
-    return 0 if result.ok else 1
+    return 0
 
 
 def cmd_demo(args, ctx) -> int:

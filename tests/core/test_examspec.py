@@ -38,7 +38,7 @@ def test_example_spec_imports(db):
         assert subject.process_weight_pm == 300 and subject.pass_band_cp == 200
         assert s.scalar(select(func.count()).select_from(Registration)) == 320
         policies = {(p.name, p.version) for p in s.scalars(select(ResolutionPolicy))}
-        assert policies == {("standard", 1), ("essay", 1)}
+        assert policies == {("default", 1), ("essay", 1)}
 
 
 def test_minimal_spec_and_exact_numbers(db, tmp_path):

@@ -80,7 +80,7 @@ def test_no_float_in_score_modules():
     """Static guard: the score path source never builds a float."""
     import inspect
     import re
-    from marking import scores as mod, ledger, examspec, policy_store
-    for module in (mod, ledger, examspec, policy_store):
+    from marking import scores as mod, ledger, examspec, policy, submission, adjudication, totals
+    for module in (mod, ledger, examspec, policy, submission, adjudication, totals):
         source = inspect.getsource(module)
         assert not re.search(r"\bfloat\(", source), module.__name__

@@ -1,0 +1,152 @@
+"""After-submit decisions (R-MARK-3): wait, third slot, arbitration, extra read, final.
+
+Called inside the submitting transaction with the response row locked
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite transactions are serialised by
+``BEGIN IMMEDIATE``), so two concurrent final submissions cannot both — or
+neither — create the third slot; the partial UNIQUE index on
+``mark_task(response_id, slot)`` backs "exactly one" in any case.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import events, ledger
+from .dispatch import cancel_open_tasks, ensure_task
+from .models import Item, Mark, MarkTask, Resolution, ResolutionPolicy, Response
+from .policy import Decision, MarkSet, decide, policy_for_item
+from .scores import from_cp
+
+CHAIN_KINDS = ("first", "second", "third", "arbitration", "extra")
+OUTCOME_REASON = {"agreed": "agreement", "third_resolved": "third_mark", "arbitrated": "arbitration"}
+
+
+def lock_response(session: Session, response_id: int) -> Response:
+    return session.execute(
+        select(Response).where(Response.id == response_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def chain_marks(session: Session, response_id: int) -> dict[str, Mark]:
+    marks = session.execute(
+        select(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
+        .where(Mark.response_id == response_id, Mark.kind.in_(CHAIN_KINDS),
+               MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
+        .order_by(Mark.id)
+    ).scalars().all()
+    return {m.kind: m for m in marks}
+
+
+def final_of(response: Response) -> Fraction | None:
+    if response.final_num is None:
+        return None
+    return Fraction(response.final_num, response.final_den)
+
+
+def record_resolution(session: Session, response: Response, *, final: Fraction, outcome: str,
+                      policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
+                      now: dt.datetime, reason: str | None, action: str = "response.resolved",
+                      extra_data: dict[str, Any] | None = None) -> Resolution:
+    """Write a Resolution version, set the response's final, and the ledger event (R-QC-4)."""
+    latest = session.execute(
+        select(func.max(Resolution.version)).where(Resolution.response_id == response.id)
+    ).scalar()
+    final = Fraction(final)
+    before = final_of(response)
+    row = Resolution(response_id=response.id, version=(latest or 0) + 1,
+                     policy_id=policy.id if policy else None, outcome=outcome,
+                     inputs=ledger.canonical_json(inputs), final_num=final.numerator,
+                     final_den=final.denominator, decided_by=decided_by, decided_at=now)
+    session.add(row)
+    response.final_num, response.final_den = final.numerator, final.denominator
+    response.status = "resolved"
+    response.resolved_at = response.resolved_at or now
+    session.flush()
+    data = {"resolution_version": row.version, "outcome": outcome, "before": ledger.score_text(before),
+            "final": ledger.score_text(final), "inputs": inputs, "item_id": response.item_id,
+            "script_id": response.script_id}
+    if policy is not None:
+        data["policy"] = {"id": policy.id, "name": policy.name, "version": policy.version,
+                          "hash": policy.content_hash}
+    data.update(extra_data or {})
+    ledger.append(session, actor_id=decided_by, action=action, entity="response",
+                  entity_id=response.id, data=data, reason=reason, at=now)
+    return row
+
+
+def _inputs(marks: dict[str, Mark], item: Item, decision: Decision) -> dict[str, Any]:
+    return {
+        "threshold": ledger.score_text(from_cp(item.threshold_cp)),
+        "max": ledger.score_text(from_cp(item.max_cp)),
+        "double_marked": item.double_marked,
+        "marks": {k: {"mark_id": m.id, "score": ledger.score_text(from_cp(m.score_cp)),
+                      "condition_code": m.condition_code} for k, m in sorted(marks.items())},
+        "used": list(decision.used),
+        "note": decision.note,
+    }
+
+
+def advance(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:
+    """Apply the item's policy to the response's marks (response already locked)."""
+    item = session.get(Item, response.item_id)
+    policy_row, params = policy_for_item(session, item)
+    marks = chain_marks(session, response.id)
+    mark_set = MarkSet(**{k: from_cp(m.score_cp) for k, m in marks.items()})
+    decision = decide(params, mark_set, threshold=from_cp(item.threshold_cp),
+                      max_score=from_cp(item.max_cp), double_marked=item.double_marked)
+    if decision.action == "wait":
+        response.status = "marking" if marks else "pending"
+    elif decision.action == "third":
+        ensure_task(session, response, "third")
+        response.status = "third"
+        events.publish(session, events.item_topic(item.id), "third.created", {"item_id": item.id})
+    elif decision.action == "arbitration":
+        ensure_task(session, response, "arbitration")
+        response.status = "arbitration"
+        events.publish(session, events.leader_topic(item.id), "arbitration.created", {"item_id": item.id})
+    elif decision.action == "extra":
+        ensure_task(session, response, "extra")
+        response.status = "marking"
+        events.publish(session, events.leader_topic(item.id), "extra.created", {"item_id": item.id})
+    else:
+        finalise(session, response, item, decision=decision, policy=policy_row,
+                 inputs=_inputs(marks, item, decision),
+                 decided_by=marks["arbitration"].marker_id if decision.outcome == "arbitrated" else None,
+                 now=now)
+    return decision
+
+
+def finalise(session: Session, response: Response, item: Item, *, decision: Decision,
+             policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
+             now: dt.datetime) -> Resolution:
+    from . import totals  # late import: totals → adjudication helpers
+
+    row = record_resolution(session, response, final=decision.final, outcome=decision.outcome,
+                            policy=policy, inputs=inputs, decided_by=decided_by, now=now,
+                            reason=OUTCOME_REASON.get(decision.outcome))
+    cancel_open_tasks(session, response.id, CHAIN_KINDS)
+    events.publish(session, events.item_topic(item.id), "response.resolved",
+                   {"item_id": item.id, "outcome": decision.outcome})
+    totals.recompute_script(session, response.script_id, now=now, actor_id=decided_by)
+    return row
+
+
+def reopen(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:
+    """Put a response back into normal flow (after a problem was fixed)."""
+    item = session.get(Item, response.item_id)
+    marks = chain_marks(session, response.id)
+    for slot in (("first", "second") if item.double_marked else ("first",)):
+        if slot not in marks:
+            ensure_task(session, response, slot)
+    response.status = "pending"
+    return advance(session, response, now=now, actor_id=actor_id)
+
+
+def inputs_json(resolution: Resolution) -> dict[str, Any]:
+    return json.loads(resolution.inputs)

@@ -1,0 +1,114 @@
+"""CLI commands of the marking engine, wired by the lead into ``marking-centre``.
+
+``register(subparsers)`` adds ``results verify|export`` and ``mark next|submit``.
+Each sub-parser sets ``handler`` (``args.handler(args, ctx) -> int``); ``ctx`` needs
+only ``ctx.db`` and ``ctx.settings``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+
+from sqlalchemy import select
+
+from . import course_results, dispatch, submission, totals
+from .access import NotAllowed
+from .models import Item, User
+from .scores import ScoreError
+
+
+def _user_id(db, username: str) -> int:
+    with db.read() as session:
+        user_id = session.execute(select(User.id).where(User.username == username)).scalar_one_or_none()
+    if user_id is None:
+        raise LookupError(f"no user {username!r}")
+    return user_id
+
+
+def _item_id(db, code: str, subject_code: str | None) -> int:
+    with db.read() as session:
+        query = select(Item.id).where(Item.code == code, Item.kind == "subjective")
+        if subject_code:
+            query = query.where(Item.subject_id == totals.find_subject(session, subject_code).id)
+        ids = session.execute(query).scalars().all()
+    if not ids:
+        raise LookupError(f"no subjective item {code!r}")
+    if len(ids) > 1:
+        raise LookupError(f"item code {code!r} exists in several subjects; add --subject")
+    return ids[0]
+
+
+def cmd_results_verify(args, ctx) -> int:
+    findings = totals.verify_results(ctx.db, args.subject)
+    for f in findings:
+        print(f"{f.anon_code}\t{f.kind}\t{f.detail}")
+    if findings:
+        print(f"{len(findings)} problem(s) found", file=sys.stderr)
+        return 1
+    print("all results verify")
+    return 0
+
+
+def cmd_results_export(args, ctx) -> int:
+    count = course_results.export_csv(ctx.db, args.subject, args.out)
+    print(f"wrote {count} row(s) to {args.out}")
+    return 0
+
+
+def cmd_mark_next(args, ctx) -> int:
+    user_id = _user_id(ctx.db, args.user)
+    view = dispatch.claim_next(ctx.db, user_id, _item_id(ctx.db, args.item, args.subject), queue=args.queue)
+    if view is None:
+        print(json.dumps({"task": None}))
+        return 3
+    print(json.dumps(view.as_dict(), ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+def cmd_mark_submit(args, ctx) -> int:
+    result = submission.submit_mark(
+        ctx.db, _user_id(ctx.db, args.user), args.token, args.score, request_id=args.request_id or str(uuid.uuid4()),
+        condition_code=args.code, flags=args.flag or ())
+    print(json.dumps(result.__dict__, sort_keys=True))
+    return 0
+
+
+def _guard(fn):
+    def handler(args, ctx) -> int:
+        try:
+            return fn(args, ctx)
+        except (NotAllowed, LookupError, ScoreError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    handler.__name__ = fn.__name__
+    return handler
+
+
+def register(subparsers) -> None:
+    results = subparsers.add_parser("results", help="verify and export results")
+    rsub = results.add_subparsers(dest="results_command", required=True)
+    verify = rsub.add_parser("verify", help="scripts with items not marked, unresolved, or totals that do not recompute")
+    verify.add_argument("--subject", help="subject code (default: all subjects)")
+    verify.set_defaults(handler=_guard(cmd_results_verify))
+    export = rsub.add_parser("export", help="course results CSV (exam, process, composite, pass)")
+    export.add_argument("--subject", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(handler=_guard(cmd_results_export))
+
+    mark = subparsers.add_parser("mark", help="scripted marking (demo driving)")
+    msub = mark.add_subparsers(dest="mark_command", required=True)
+    nxt = msub.add_parser("next", help="claim the next task; prints what the marker sees (JSON)")
+    nxt.add_argument("--user", required=True)
+    nxt.add_argument("--item", required=True)
+    nxt.add_argument("--subject")
+    nxt.add_argument("--queue", default="marking", choices=sorted(dispatch.QUEUES))
+    nxt.set_defaults(handler=_guard(cmd_mark_next))
+    sub = msub.add_parser("submit", help="submit a score for a claimed task")
+    sub.add_argument("--user", required=True)
+    sub.add_argument("--token", required=True)
+    sub.add_argument("--score", help="points awarded, e.g. 7.5 (omit with --code)")
+    sub.add_argument("--code", choices=["NR", "OT", "IL", "RF"], help="condition code (scores 0)")
+    sub.add_argument("--flag", action="append", choices=list(submission.ABNORMAL_FLAGS))
+    sub.add_argument("--request-id", help="client request id (idempotent retries)")
+    sub.set_defaults(handler=_guard(cmd_mark_submit))

@@ -1,0 +1,150 @@
+"""Submit a mark: fenced by the lease token, idempotent by the client's request id.
+
+* R-MARK-1/R-MARK-2: the score is the points awarded, validated against the item's
+  maximum and step (:func:`marking.scores.check_mark`), stored in centipoints; a
+  condition code (NR no response, OT off topic, IL illegible, RF refused) means 0.
+* Fencing: only the current holder's token is accepted; a stale token (lease
+  recycled), a foreign token or a used one is refused and nothing is written.
+* Idempotency: UNIQUE(marker_id, request_id). A retried submit returns the original
+  result; two racing retries collide on the constraint and the loser, retried by
+  ``db.run``, finds and returns the first.
+* R-QC-4: the ledger event is appended in the same transaction as the mark.
+* Then, with the response row locked, the policy decides (marking.adjudication).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import events, ledger
+from .access import LeaseError, active_user
+from .adjudication import advance, lock_response
+from .centre_time import now_or
+from .models import Item, Mark, MarkTask
+from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
+from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
+
+# R-MARK-8: abnormal features a marker reports (the response is still marked).
+ABNORMAL_FLAGS = ("handwriting_change", "identity_written", "special_marks", "suspected_copying")
+MAX_REQUEST_ID = 64
+# Calibration slots (seed, self_check, qualification, practice, trial) never enter the
+# resolution chain. The calibration package registers ``fn(session, task, mark, now)``
+# here (issue 7) to score them in the same transaction.
+CALIBRATION_HOOKS: list = []
+
+
+class IdempotencyConflict(ValueError):
+    """The request id was already used for a different task."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What the marker is told back: their own mark only (R-SEC-1), never the outcome."""
+
+    mark_id: int
+    score: str
+    condition_code: str | None
+    replayed: bool
+
+
+def _result(mark: Mark, replayed: bool) -> SubmitResult:
+    return SubmitResult(mark.id, format_points(from_cp(mark.score_cp)), mark.condition_code, replayed)
+
+
+def validate_score(item: Item, score, condition_code: str | None) -> int:
+    if condition_code is not None:
+        if condition_code not in CONDITION_CODES:
+            raise ScoreError(f"unknown condition code {condition_code!r}; use one of {', '.join(CONDITION_CODES)}")
+        if score not in (None, "", 0, "0") and parse_points(score) != 0:
+            raise ScoreError("a condition code records 0 points; leave the score empty or 0")
+        return 0
+    if score is None or score == "":
+        raise ScoreError("a score or a condition code is required")
+    return check_mark(parse_points(score), max_cp=item.max_cp, step_cp=item.step_cp)
+
+
+def submit_mark(db, user_id: int, token: str, score: str | int | Fraction | None, *, request_id: str,
+                condition_code: str | None = None, flags: Iterable[str] = (), dwell_ms: int | None = None,
+                started_at: dt.datetime | None = None, now: dt.datetime | None = None) -> SubmitResult:
+    """Record the holder's mark for the leased task ``token``; see the module docstring."""
+    if not request_id or len(request_id) > MAX_REQUEST_ID:
+        raise ValueError(f"request_id must be 1–{MAX_REQUEST_ID} characters")
+    flags = sorted(set(flags))
+    unknown = [f for f in flags if f not in ABNORMAL_FLAGS]
+    if unknown:
+        raise ValueError(f"unknown flags {unknown}; abnormal flags are {', '.join(ABNORMAL_FLAGS)} "
+                         "(problems such as an illegible image are reported with report_problem)")
+    if dwell_ms is not None and dwell_ms < 0:
+        raise ValueError("dwell_ms cannot be negative")
+    now = now_or(now)
+
+    def replay(session: Session) -> SubmitResult | None:
+        existing = session.execute(
+            select(Mark).where(Mark.marker_id == user_id, Mark.request_id == request_id)
+        ).scalar_one_or_none()
+        if existing is None:
+            return None
+        task = session.get(MarkTask, existing.task_id)
+        if task.lease_token != token:
+            raise IdempotencyConflict(f"request id {request_id!r} was already used for another task")
+        return _result(existing, True)
+
+    def fn(session: Session) -> SubmitResult:
+        active_user(session, user_id)
+        replayed = replay(session)
+        if replayed is not None:
+            return replayed
+        found = session.execute(select(MarkTask.id, MarkTask.response_id)
+                                .where(MarkTask.lease_token == token)).first()
+        if found is None:
+            raise LeaseError("unknown or recycled lease token: the lease expired and the task went "
+                             "back to the pool, or it was never yours")
+        response = lock_response(session, found.response_id)   # lock order: response, then task
+        task = session.execute(select(MarkTask).where(MarkTask.id == found.id).with_for_update()
+                               .execution_options(populate_existing=True)).scalar_one()
+        if task.lease_token != token or task.status != "leased":
+            # A concurrent retry may have committed while we waited for the lock (READ
+            # COMMITTED: this statement sees it now).
+            replayed = replay(session)
+            if replayed is not None:
+                return replayed
+            raise LeaseError("this task is no longer leased to you (recycled, submitted or cancelled)")
+        if task.marker_id != user_id:
+            raise LeaseError("this task is leased to someone else")
+        item = session.get(Item, task.item_id)
+        score_cp = validate_score(item, score, condition_code)
+        mark = Mark(response_id=response.id, task_id=task.id, marker_id=user_id, kind=task.slot,
+                    score_cp=score_cp, condition_code=condition_code, flags=json.dumps(flags),
+                    request_id=request_id, started_at=started_at or task.claimed_at,
+                    submitted_at=now, dwell_ms=dwell_ms)
+        session.add(mark)
+        task.status = "done"
+        session.flush()  # UNIQUE(marker_id, request_id) and (response_id, marker_id) hold here
+        ledger.append(session, actor_id=user_id, action="mark.submitted", entity="response",
+                      entity_id=response.id,
+                      data={"mark_id": mark.id, "task_id": task.id, "slot": task.slot, "item_id": item.id,
+                            "score": ledger.score_text(from_cp(score_cp)), "condition_code": condition_code,
+                            "flags": flags, "request_id": request_id},
+                      at=now)
+        # No slot on a topic markers read: seeds and self-checks look like live work (issue 7).
+        events.publish(session, events.item_topic(item.id), "mark.submitted", {"item_id": item.id})
+        if flags:
+            from .problems import register_abnormal
+            register_abnormal(session, response, mark, flags, now=now)
+        if task.slot in CALIBRATION_SLOTS:
+            for hook in CALIBRATION_HOOKS:
+                hook(session, task, mark, now)
+        elif task.slot == "review" or (task.slot == "extra" and response.status == "resolved"):
+            from .review import after_post_final_read
+            after_post_final_read(session, response, item, mark, now=now)
+        else:
+            advance(session, response, now=now, actor_id=user_id)
+        return _result(mark, False)
+
+    return db.run(fn)

@@ -1,0 +1,214 @@
+"""Subject totals (R-MARK-2, R-MARK-6) and ``results verify`` (R-QC-1).
+
+Total = objective subtotal (``Script.objective_cp``) + the exact finals of the
+script's subjective responses, rounded ONCE with the subject's rule
+(``Subject.total_rounding``/``total_places``, :func:`marking.scores.round_total`).
+The exact total is kept (``total_num``/``total_den``) beside the rounded text.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import events, ledger
+from .models import ExamSession, Item, Resolution, Response, Script, Subject
+from .scores import from_cp, round_total
+
+
+@dataclass(frozen=True)
+class ScriptTotal:
+    complete: bool
+    exact: Fraction | None
+    rounded: Decimal | None
+    missing: tuple[str, ...] = ()   # item codes without a final score
+
+
+def find_subject(session: Session, code: str, session_code: str | None = None) -> Subject:
+    query = select(Subject).where(Subject.code == code)
+    if session_code:
+        query = query.join(ExamSession, ExamSession.id == Subject.session_id).where(ExamSession.code == session_code)
+    rows = session.execute(query).scalars().all()
+    if not rows:
+        raise LookupError(f"no subject with code {code!r}" + (f" in session {session_code!r}" if session_code else ""))
+    if len(rows) > 1:
+        raise LookupError(f"subject code {code!r} is used in several exam sessions; name the session")
+    return rows[0]
+
+
+def has_objective_items(session: Session, subject_id: int) -> bool:
+    return session.execute(
+        select(Item.id).where(Item.subject_id == subject_id, Item.kind == "objective").limit(1)
+    ).first() is not None
+
+
+def compute(session: Session, script: Script, subject: Subject, *,
+            override: dict[int, Fraction] | None = None) -> ScriptTotal:
+    """The script's total from what is recorded (``override``: response id → final, for what-ifs)."""
+    items = session.execute(
+        select(Item.id, Item.code).where(Item.subject_id == subject.id, Item.kind == "subjective")
+        .order_by(Item.ordinal)
+    ).all()
+    rows = {r.item_id: r for r in session.execute(
+        select(Response).where(Response.script_id == script.id)
+        .execution_options(populate_existing=True)).scalars()}
+    missing: list[str] = []
+    total = Fraction(0)
+    if script.objective_cp is not None:
+        total += from_cp(script.objective_cp)
+    elif has_objective_items(session, subject.id):
+        missing.append("objective")
+    for item_id, code in items:
+        response = rows.get(item_id)
+        if response is None:
+            missing.append(code)
+            continue
+        if override and response.id in override:
+            total += override[response.id]
+        elif response.status == "resolved" and response.final_num is not None:
+            total += Fraction(response.final_num, response.final_den)
+        else:
+            missing.append(code)
+    if missing:
+        return ScriptTotal(False, None, None, tuple(missing))
+    return ScriptTotal(True, total, round_total(total, subject.total_rounding, subject.total_places))
+
+
+def recompute_script(session: Session, script_id: int, *, now: dt.datetime, actor_id: int | None,
+                     reason: str | None = None) -> ScriptTotal:
+    """Recompute and store the total (script row locked: concurrent finals see each other)."""
+    script = session.execute(
+        select(Script).where(Script.id == script_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    subject = session.get(Subject, script.subject_id)
+    result = compute(session, script, subject)
+    if not result.complete:
+        return result
+    before = Fraction(script.total_num, script.total_den) if script.total_num is not None else None
+    first_time = before is None
+    if before == result.exact and script.total_rounded == str(result.rounded):
+        return result
+    script.total_num, script.total_den = result.exact.numerator, result.exact.denominator
+    script.total_rounded = str(result.rounded)
+    script.status = "complete"
+    ledger.append(session, actor_id=actor_id, action="script.totalled", entity="script", entity_id=script.id,
+                  data={"before": ledger.score_text(before), "exact": ledger.score_text(result.exact),
+                        "rounded": str(result.rounded), "rounding": subject.total_rounding,
+                        "places": subject.total_places, "subject_id": subject.id},
+                  reason=reason, at=now)
+    events.publish(session, f"subject:{subject.id}", "script.totalled", {"subject_id": subject.id})
+    if first_time:
+        _pass_band_extra_reads(session, script, subject, result.exact)
+    return result
+
+
+def _pass_band_extra_reads(session: Session, script: Script, subject: Subject, total: Fraction) -> None:
+    """★ Scripts whose total is within the band around the pass mark get an extra read."""
+    from .dispatch import ensure_task
+
+    if subject.pass_band_cp <= 0 or abs(total - from_cp(subject.pass_mark_cp)) > from_cp(subject.pass_band_cp):
+        return
+    responses = session.execute(
+        select(Response).where(Response.script_id == script.id, Response.status == "resolved")
+    ).scalars().all()
+    for response in responses:
+        ensure_task(session, response, "extra")
+        events.publish(session, events.leader_topic(response.item_id), "extra.created",
+                       {"item_id": response.item_id, "why": "pass_band"})
+
+
+def crosses_pass_mark(subject: Subject, before: Decimal | None, after: Decimal | None) -> bool:
+    if before is None or after is None:
+        return False
+    pass_mark = Decimal(subject.pass_mark_cp) / 100
+    return (before >= pass_mark) != (after >= pass_mark)
+
+
+# --------------------------------------------------------------------------- verify
+
+@dataclass(frozen=True)
+class Finding:
+    script_id: int
+    anon_code: str
+    kind: str   # item_not_marked | unresolved | resolution_mismatch | total_missing | total_mismatch
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def verify_results(db, subject_code: str | None = None, *, session_code: str | None = None,
+                   batch: int = 500) -> list[Finding]:
+    """R-MARK-6, R-QC-1: every item score and every script total re-verified."""
+    findings: list[Finding] = []
+    with db.read() as session:
+        subjects = ([find_subject(session, subject_code, session_code)] if subject_code
+                    else session.execute(select(Subject).order_by(Subject.id)).scalars().all())
+        for subject in subjects:
+            last = 0
+            while True:
+                scripts = session.execute(
+                    select(Script).where(Script.subject_id == subject.id, Script.id > last,
+                                         Script.absent.is_(False), Script.status != "void")
+                    .order_by(Script.id).limit(batch)
+                ).scalars().all()
+                if not scripts:
+                    break
+                last = scripts[-1].id
+                findings.extend(_verify_scripts(session, subject, scripts))
+    return findings
+
+
+def _verify_scripts(session: Session, subject: Subject, scripts: list[Script]) -> list[Finding]:
+    out: list[Finding] = []
+    ids = [s.id for s in scripts]
+    responses = session.execute(select(Response).where(Response.script_id.in_(ids))).scalars().all()
+    latest_version = (select(Resolution.response_id, func.max(Resolution.version).label("v"))
+                      .join(Response, Response.id == Resolution.response_id)
+                      .where(Response.script_id.in_(ids)).group_by(Resolution.response_id).subquery())
+    resolutions = {r.response_id: r for r in session.execute(
+        select(Resolution).join(latest_version, (Resolution.response_id == latest_version.c.response_id)
+                                & (Resolution.version == latest_version.c.v))).scalars()}
+    items = {i.id: i.code for i in session.execute(
+        select(Item).where(Item.subject_id == subject.id, Item.kind == "subjective")).scalars()}
+    by_script: dict[int, dict[int, Response]] = {}
+    for r in responses:
+        by_script.setdefault(r.script_id, {})[r.item_id] = r
+    for script in scripts:
+        mine = by_script.get(script.id, {})
+        problems_here = False
+        for item_id, code in items.items():
+            r = mine.get(item_id)
+            if r is None:
+                out.append(Finding(script.id, script.anon_code, "item_not_marked", f"item {code}: no response"))
+                problems_here = True
+            elif r.status != "resolved":
+                kind = "item_not_marked" if r.status in ("pending", "marking") else "unresolved"
+                out.append(Finding(script.id, script.anon_code, kind, f"item {code}: {r.status}"))
+                problems_here = True
+            else:
+                res = resolutions.get(r.id)
+                if res is None or (res.final_num, res.final_den) != (r.final_num, r.final_den):
+                    out.append(Finding(script.id, script.anon_code, "resolution_mismatch",
+                                       f"item {code}: final does not match its latest resolution"))
+                    problems_here = True
+        if problems_here:
+            continue
+        result = compute(session, script, subject)
+        if not result.complete:
+            out.append(Finding(script.id, script.anon_code, "item_not_marked",
+                               f"missing: {', '.join(result.missing)}"))
+        elif script.total_num is None:
+            out.append(Finding(script.id, script.anon_code, "total_missing", "total not recorded"))
+        elif Fraction(script.total_num, script.total_den) != result.exact or \
+                script.total_rounded != str(result.rounded):
+            out.append(Finding(script.id, script.anon_code, "total_mismatch",
+                               f"recorded {script.total_rounded} ({script.total_num}/{script.total_den}), "
+                               f"recomputed {result.rounded} ({ledger.score_text(result.exact)})"))
+    return out

@@ -1,0 +1,124 @@
+"""Many threads and processes claiming and submitting at once (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections import Counter
+from fractions import Fraction
+
+from sqlalchemy import func, select
+
+from marking import dispatch, ledger, policy, simulate, submission, totals
+from marking.models import Item, LedgerEvent, Mark, MarkTask, Response
+from marking.models.work import MarkAssignment
+from marking.scores import from_cp
+from tests.marking import _workers
+from tests.marking.factories import staffed_subject
+
+
+def check_invariants(db, item_ids):
+    with db.read() as s:
+        # No response with two marks by one marker, no marker assigned twice.
+        dup = s.execute(select(Mark.response_id, Mark.marker_id, func.count()).group_by(
+            Mark.response_id, Mark.marker_id).having(func.count() > 1)).all()
+        assert dup == []
+        assert s.execute(select(MarkAssignment.response_id, MarkAssignment.marker_id).group_by(
+            MarkAssignment.response_id, MarkAssignment.marker_id).having(func.count() > 1)).all() == []
+        # No lost or duplicated submission: one ledger event per mark and vice versa.
+        marks = s.execute(select(func.count()).select_from(Mark)).scalar_one()
+        events = s.execute(select(func.count()).select_from(LedgerEvent)
+                           .where(LedgerEvent.action == "mark.submitted")).scalar_one()
+        assert marks == events
+        # At most one live task per slot; exactly one third slot when one is needed.
+        slots = Counter(s.execute(select(MarkTask.response_id, MarkTask.slot)
+                                  .where(MarkTask.status != "cancelled")).all())
+        assert max(slots.values()) == 1
+        for item_id in item_ids:
+            item = s.get(Item, item_id)
+            _row, params = policy.policy_for_item(s, item)
+            for r in s.execute(select(Response).where(Response.item_id == item_id)).scalars():
+                assert r.status == "resolved"
+                ms = {m.kind: m for m in s.execute(select(Mark).where(Mark.response_id == r.id)).scalars()}
+                chain = {k: from_cp(m.score_cp) for k, m in ms.items() if k != "review"}
+                d = policy.decide(params, policy.MarkSet(**chain), threshold=from_cp(item.threshold_cp),
+                                  max_score=from_cp(item.max_cp), double_marked=item.double_marked)
+                assert d.action == "final" and d.final == Fraction(r.final_num, r.final_den), (r.id, chain, d)
+                needs_third = abs(chain["first"] - chain["second"]) > from_cp(item.threshold_cp)
+                assert (slots.get((r.id, "third"), 0) == 1) == needs_third
+                # Only the marks the policy needs exist: a third only if needed, etc.
+                assert ("third" in chain) == needs_third
+    assert ledger.verify(db, None).ok
+    assert totals.verify_results(db) == []
+
+
+def _plan(ids):
+    plan = []
+    for item_id in ids["items"]:
+        plan += [(m, item_id, "marking") for m in ids["markers"]]
+        plan += [(tl, item_id, q) for tl in ids["leaders"] for q in ("arbitration", "extra")]
+    return plan
+
+
+def test_many_threads(db):
+    ids = staffed_subject(db, markers=6, leaders=2, item_specs=[dict(code="Q1"), dict(code="Q2")])
+    simulate.create_responses_for_testing(db, ids["subject_code"], 20, seed=5)
+    plan = _plan(ids)
+    errors, results = [], []
+
+    def run(k):
+        try:
+            mine = plan[k:] + plan[:k]   # every thread works every queue, in a different order
+            results.append(_workers.work(db, mine, ids["items"], seed=5, deadline=time.monotonic() + 120,
+                                         abandon_every=7 if k % 3 == 0 else 0))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sum(r["replayed"] for r in results) > 0
+    check_invariants(db, ids["items"])
+    with db.read() as s:
+        outcomes = Counter(s.execute(select(Response.status)).scalars())
+    assert outcomes == {"resolved": 40}
+
+
+def test_racing_retries_make_one_mark(db):
+    ids = staffed_subject(db, markers=2)
+    simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=2)
+    m1 = ids["markers"][0]
+    view = dispatch.claim_next(db, m1, ids["items"][0])
+    out, errors = [], []
+
+    def go():
+        try:
+            out.append(submission.submit_mark(db, m1, view.token, "5", request_id="same"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len({r.mark_id for r in out}) == 1 and sum(not r.replayed for r in out) == 1
+    with db.read() as s:
+        assert s.execute(select(func.count()).select_from(Mark)).scalar_one() == 1
+
+
+def test_many_processes(db, db_url):
+    ids = staffed_subject(db, markers=6, leaders=1, item_specs=[dict(code="Q1")])
+    simulate.create_responses_for_testing(db, ids["subject_code"], 24, seed=9)
+    plan = _plan(ids)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        jobs = [pool.apply_async(_workers.process_main,
+                                 (db_url, plan[k:] + plan[:k], ids["items"], 9, 120)) for k in range(3)]
+        stats = [j.get(timeout=180) for j in jobs]
+    assert sum(s["submitted"] for s in stats) >= 48
+    check_invariants(db, ids["items"])
