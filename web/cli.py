@@ -10,6 +10,7 @@ import sys
 from functools import cached_property
 
 from marking import cli_commands, ledger, marking_cli
+from omr import cli as omr_cli
 from marking.config import ConfigError, Settings, load_settings
 from marking.db import Database
 
@@ -47,14 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from web import demo
     demo.register(sub)
     marking_cli.register(sub)
-    for module_name in ("omr.cli",):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+    omr_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,375 @@
+"""``read_card``: one scanned page + template -> a JSON-serialisable reading.
+
+Pipeline (docs/omr.md): header-checked decode -> integral image and ~50 dpi copy ->
+orientation-coded fiducials -> method A or B registration -> page code -> per-bubble
+local search -> method A or B fill measure -> per-card calibration -> decisions and
+reason codes. Same method on the same input gives byte-identical JSON
+(``reading_json``): all floats are rounded to fixed decimals.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Collection
+
+import numpy as np
+
+from . import decide as dec
+from .flags import Reason
+from .ids import describe_candidate_number, read_code128, validate_candidate_number
+from .imageio import Decoded, decode_bytes, from_array
+from .layout import PageLayout, page_layout
+from .measure import find_streaks, local_search, square_darkness
+from .methods import measure_a, measure_b
+from .registration import Registration, RegistrationError, find_fiducials, register_a, register_b
+from .settings import DEFAULT_SETTINGS, RECOGNITION_VERSIONS, Settings
+from .template import Template
+from .workimage import WorkImage, build_work_image
+
+ImageInput = bytes | bytearray | memoryview | np.ndarray | str | Path
+
+
+def _f(x: float, nd: int = 4) -> float:
+    v = round(float(x), nd)
+    return 0.0 if v == 0 else v
+
+
+def _flist(a: np.ndarray, nd: int = 4) -> list[float]:
+    # np.round is exact-decimal-stable for our magnitudes; "+ 0.0" turns -0.0 into 0.0
+    return (np.round(np.asarray(a, dtype=np.float64), nd) + 0.0).tolist()
+
+
+def reading_json(reading: dict[str, Any]) -> str:
+    """Canonical JSON text of a reading (stable bytes for identical inputs)."""
+    return json.dumps(reading, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Flags:
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, reason: Reason | str, item: str | None = None, detail: str = "") -> None:
+        code = reason.value if isinstance(reason, Reason) else str(reason)
+        entry = {"code": code}
+        if item is not None:
+            entry["item"] = item
+        if detail:
+            entry["detail"] = detail
+        if entry not in self.items:
+            self.items.append(entry)
+
+    def sorted(self) -> list[dict[str, str]]:
+        return sorted(self.items, key=lambda e: (e["code"], e.get("item", ""), e.get("detail", "")))
+
+
+def _base(template: Template, method: str, settings: Settings, dec_: Decoded | None) -> dict[str, Any]:
+    return {
+        "recognition_version": RECOGNITION_VERSIONS[method],
+        "method": method,
+        "settings_hash": settings.hash,
+        "template_id": template.id,
+        "template_hash": template.content_hash,
+        "input": {
+            "sha256": dec_.sha256 if dec_ else None,
+            "bytes": dec_.n_bytes if dec_ else 0,
+            "format": dec_.format if dec_ else None,
+            "width": dec_.width if dec_ else None,
+            "height": dec_.height if dec_ else None,
+        },
+    }
+
+
+def _error(base: dict[str, Any], reason: Reason, detail: str) -> dict[str, Any]:
+    base.update({"status": "error", "error": {"reason": reason.value, "detail": detail},
+                 "flags": [{"code": reason.value, "detail": detail}]})
+    return base
+
+
+def _decode(image: ImageInput, settings: Settings) -> Decoded:
+    if isinstance(image, np.ndarray):
+        return from_array(image, settings)
+    if isinstance(image, (str, Path)):
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            return Decoded(None, None, None, 0, error=Reason.NOT_AN_IMAGE, detail=f"cannot read file: {exc}")
+        return decode_bytes(data, settings)
+    return decode_bytes(bytes(image), settings)
+
+
+def read_card(image: ImageInput, template: Template, method: str = "a", *,
+              page: int | None = None, roll: Collection[str] | None = None,
+              expected_subject: str | None = None,
+              settings: Settings = DEFAULT_SETTINGS,
+              include_geometry: bool = True) -> dict[str, Any]:
+    """Read one scanned page. Never raises for bad input: returns a reading with
+    ``status`` "error" and ``error.reason`` instead.
+
+    method: "a" (fiducial+timing RANSAC homography, inner-square mean darkness) or
+            "b" (timing-mark trimmed-LSQ homography + Coons residuals, dark-pixel shares).
+    page:   page code expected (checked against the printed page code), optional.
+    roll:   candidate numbers of the batch roll (R-OMR-8), optional.
+    expected_subject: subject code of the batch, optional.
+    """
+    if method not in RECOGNITION_VERSIONS:
+        raise ValueError(f"method must be 'a' or 'b', got {method!r}")
+    decoded = _decode(image, settings)
+    base = _base(template, method, settings, decoded)
+    if decoded.error is not None:
+        return _error(base, decoded.error, decoded.detail)
+    try:
+        return _read(decoded, template, method, page, roll, expected_subject, settings, base,
+                     include_geometry)
+    except RegistrationError as exc:
+        return _error(base, exc.reason, exc.detail)
+
+
+def _read(decoded: Decoded, template: Template, method: str, page: int | None,
+          roll: Collection[str] | None, expected_subject: str | None, settings: Settings,
+          out: dict[str, Any], include_geometry: bool) -> dict[str, Any]:
+    grey = decoded.grey
+    assert grey is not None
+    h, w = grey.shape
+    pw, ph = template.page_size_mm
+    t_aspect = min(pw, ph) / max(pw, ph)
+    aspect = min(w, h) / max(w, h)
+    if not (0.85 * t_aspect <= aspect <= min(1.0, 1.25 * t_aspect)):
+        raise RegistrationError(Reason.WRONG_PAGE_SIZE,
+                                f"image aspect {aspect:.3f}, template page aspect {t_aspect:.3f}")
+    dpi_guess = decoded.dpi_hint or float(np.sqrt(w * h / (pw * ph)) * 25.4)
+    work = build_work_image(grey, dpi_guess, settings.work_dpi)
+    _check_blank(work, settings)
+    fid = find_fiducials(work, template, dpi_guess)
+    any_layout = page_layout(template, template.pages[0].code)
+    register = register_a if method == "a" else register_b
+    reg = register(work, template, any_layout, fid, settings.max_rms_mm, settings.min_timing_fraction)
+    flags = _Flags()
+    for reason, detail in reg.flags:
+        flags.add(reason, detail=detail)
+    if not fid.found.all():
+        lost = [template.fiducials[j].corner for j in range(4) if not fid.found[j]]
+        flags.add(Reason.FIDUCIAL_MISSING, detail=", ".join(lost))
+
+    # Page code: printed bits (data LSB first, last bit even parity).
+    page_info, layout = _page(work, template, reg, fid, page, flags)
+    ppmm = reg.px_per_mm
+    dpi = ppmm * 25.4
+    # page size check: the page at the measured scale must fit the scan
+    if max(w, h) < 0.93 * max(pw, ph) * ppmm or min(w, h) < 0.93 * min(pw, ph) * ppmm:
+        raise RegistrationError(Reason.WRONG_PAGE_SIZE,
+                                f"scan {w}x{h} px is smaller than the page at {dpi:.0f} dpi")
+
+    radius = template.bubble_radius_mm * ppmm
+    line = template.bubble_line_mm * ppmm
+    search = max(1, int(round(settings.local_search_mm * ppmm)))
+    mapped = reg.map(layout.bubbles_mm)
+    centres, shifts = local_search(work, mapped, radius, line, search, layout.bubble_block)
+    # A bubble 3/4 of the search radius away from where a sub-0.1 mm registration put
+    # it means local paper distortion: flag it rather than trust the window edge.
+    at_edge = (np.abs(shifts) >= max(1, 0.75 * search)).any(axis=1)
+
+    measured = (measure_a if method == "a" else measure_b)(work, centres, radius, layout, fid, settings)
+    primary, faint, cal = measured.primary, measured.faint, measured.calibration
+    raw_out = measured.raw
+    measures = {"fill": primary}
+    states, margins = dec.classify(primary, faint, cal)
+    if not cal.ok:
+        flags.add(Reason.CALIBRATION_FAILED, detail=cal.detail)
+    if measured.low_contrast:
+        flags.add(Reason.LOW_CONTRAST, detail=f"noise {cal.noise:.4f}, mark level {cal.mark_level:.3f}")
+
+    streaks = find_streaks(work, settings.streak_contrast, settings.streak_coverage)
+    on_streak = np.zeros(len(centres), dtype=bool)
+    if streaks:
+        flags.add(Reason.SCANNER_STREAK, detail=", ".join(f"x={a}-{b}" for a, b in streaks))
+        reach = radius * 0.8 + 1
+        for a, b in streaks:
+            on_streak |= (centres[:, 0] + reach >= a) & (centres[:, 0] - reach <= b)
+
+    digit_cols: dict[str, list[dec.GroupDecision]] = {}
+    objective: dict[str, Any] = {}
+    absence: dict[str, Any] | None = None
+    # Plain lists once: per-group work on tiny numpy arrays costs more than it saves.
+    st_l, mg_l = states.tolist(), margins.tolist()
+    edge_l, streak_l = at_edge.tolist(), on_streak.tolist()
+    fill_l = _flist(measures["fill"])
+    raw_l = {k: _flist(v) for k, v in raw_out.items()}
+    for g in layout.groups:
+        if g.kind == "calibration":
+            continue
+        idx = g.index_list
+        d = dec.decide_group(g.kind, g.labels, [st_l[i] for i in idx],
+                             [mg_l[i] for i in idx], settings.min_confidence)
+        reasons = list(d.reasons)
+        if any(edge_l[i] for i in idx):
+            reasons.append(Reason.LOCAL_SHIFT.value)
+        if any(streak_l[i] for i in idx):
+            reasons.append(Reason.STREAK_ON_BUBBLE.value)
+        if g.kind == "digit":
+            digit_cols.setdefault(g.name.split(":")[0], []).append(d)
+            for r in reasons:
+                flags.add(r, item=g.name)
+            continue
+        entry = {
+            "state": d.state, "chosen": d.chosen, "uncertain": d.uncertain,
+            "fill": [fill_l[i] for i in idx],
+            "raw": {k: [v[i] for i in idx] for k, v in raw_l.items()},
+            "confidence": _f(min(d.confidence, 99.0), 2),
+            "flags": sorted(set(reasons)),
+        }
+        if g.kind == "flag":
+            absence = entry
+            absence["absent"] = d.state == "single"
+            if d.state == "ambiguous":
+                flags.add(Reason.ABSENCE_UNCLEAR, item="absence")
+            for r in reasons:
+                if r not in ("faint_mark", "erasure_residue"):
+                    flags.add(r, item="absence")
+            continue
+        entry["kind"] = g.kind
+        entry["options"] = "".join(g.labels)
+        objective[g.item or g.name] = entry
+        for r in reasons:
+            flags.add(r, item=g.item)
+
+    out.update({
+        "status": "ok",
+        "error": None,
+        "orientation": reg.orientation,
+        "page": page_info,
+        "dpi": _f(dpi, 1),
+        "alignment": {
+            "rms_px": _f(reg.rms_px, 3), "rms_mm": _f(reg.rms_mm, 3), "max_px": _f(reg.max_px, 3),
+            "fiducials_found": reg.fiducials_found, "timing_marks_found": reg.timing_found,
+            "timing_marks_total": reg.timing_total,
+            "local_shift_px_max": _f(float(np.abs(shifts).max()) if len(shifts) else 0.0, 1),
+        },
+        "calibration": {
+            "blank_level": _f(cal.blank_level), "noise": _f(cal.noise), "mark_level": _f(cal.mark_level),
+            "t_low": _f(cal.t_low), "t_high": _f(cal.t_high),
+            "filled_bubble": _f(primary[layout.calibration_filled]),
+            "blank_bubble": _f(faint[layout.calibration_blank]),
+        },
+        "streaks_px": [[a, b] for a, b in streaks],
+    })
+    out["calibration"].update({k: _f(v) for k, v in measured.cuts.items()})
+    if include_geometry:
+        out["geometry"] = {
+            "h_mm_to_px": [[float(f"{v:.10g}") for v in row] for row in reg.h_mm_to_px.tolist()],
+            "fiducials_px": _flist(fid.points_px, 2),
+            "bubble_centres_px": _flist(centres, 1),
+            # one character per bubble in layout order: 0 blank, 1 uncertain, 2 filled
+            "bubble_states": "".join(map(str, st_l)),
+        }
+
+    pg = template.page(layout.page_code)
+    out["candidate_number"] = _candidate(pg, digit_cols.get("candidate_number"), work, reg,
+                                         roll, flags) if pg.candidate_number else None
+    out["subject_code"] = _subject(digit_cols.get("subject_code"), expected_subject, flags) \
+        if pg.subject_code else None
+    out["absence"] = absence
+    if absence is not None and absence["absent"] and any(q["chosen"] for q in objective.values()):
+        flags.add(Reason.ABSENT_WITH_ANSWERS, item="absence")
+    out["objective"] = objective
+    out["flags"] = flags.sorted()
+    out["status"] = "review" if out["flags"] else "ok"
+    return out
+
+
+def _check_blank(work: WorkImage, settings: Settings) -> None:
+    small = work.small
+    sample = small[::3, ::3]
+    share = float(np.count_nonzero(sample < work.paper_small[::3, ::3] * 0.6)) / sample.size
+    paper = float(work.paper_small[::8, ::8].mean())
+    if share < settings.blank_page_ink or paper < 40:
+        raise RegistrationError(Reason.BLANK_PAGE, f"dark share {share:.4f}, paper level {paper:.0f}")
+
+
+def _page(work: WorkImage, template: Template, reg: Registration, fid: Any, page: int | None,
+          flags: _Flags) -> tuple[dict[str, Any], PageLayout]:
+    bits_mm = np.array(template.page_code_bits_mm)
+    pts = reg.map(bits_mm)
+    half = template.page_code_size_mm * 0.3 * reg.px_per_mm
+    d = square_darkness(work, pts, half)
+    ink = max(0.2, 1.0 - fid.ink_level / max(fid.paper_level, 1.0))
+    v = d / ink
+    bits = (v > 0.5).astype(int)
+    clear = bool(np.all((v < 0.25) | (v > 0.75)))
+    data = bits[:-1]
+    parity_ok = int(data.sum() % 2) == int(bits[-1])
+    code = int(sum(int(b) << i for i, b in enumerate(data)))
+    read_ok = clear and parity_ok and code in template.page_codes
+    info: dict[str, Any] = {"code": code if read_ok else None, "bits": _flist(v, 3),
+                            "expected": page}
+    if read_ok:
+        chosen = code
+        if page is not None and page != code:
+            flags.add(Reason.PAGE_CODE_MISMATCH, detail=f"printed page {code}, expected {page}")
+    elif page is not None and page in template.page_codes:
+        chosen = page
+        flags.add(Reason.PAGE_CODE_UNCLEAR, detail=f"bits {info['bits']}")
+    elif len(template.pages) == 1:
+        chosen = template.pages[0].code
+        flags.add(Reason.PAGE_CODE_UNCLEAR, detail=f"bits {info['bits']}")
+    else:
+        raise RegistrationError(Reason.UNKNOWN_PAGE, f"page code bits {info['bits']}")
+    info["used"] = chosen
+    return info, page_layout(template, chosen)
+
+
+def _digits(cols: list[dec.GroupDecision]) -> tuple[str, bool]:
+    s = "".join(c.chosen[0] if c.state == "single" and len(c.chosen) == 1 else "?" for c in cols)
+    clear = all(c.state == "single" and not c.reasons for c in cols)
+    return s, clear
+
+
+def _candidate(pg: Any, cols: list[dec.GroupDecision] | None, work: WorkImage, reg: Registration,
+               roll: Collection[str] | None, flags: _Flags) -> dict[str, Any]:
+    grid, clear = _digits(cols or [])
+    if not clear:
+        flags.add(Reason.CANDIDATE_NUMBER_UNCLEAR, item="candidate_number", detail=grid)
+    barcode = None
+    barcodes: list[str] = []
+    if pg.barcode_rect_mm is not None:
+        x, y, bw, bh = pg.barcode_rect_mm
+        corners = reg.map(np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]]))
+        barcodes = read_code128(work.grey, corners, 2.0 * reg.px_per_mm,
+                                upright=reg.orientation in (0, 180))
+        barcode = barcodes[0] if len(barcodes) == 1 else None
+        if barcode is None:
+            flags.add(Reason.BARCODE_UNREADABLE, item="candidate_number",
+                      detail="no label" if not barcodes else f"{len(barcodes)} labels")
+    # The number is only taken when grid and label agree (or one is absent and the other
+    # is clear); otherwise both are kept and people decide (R-OMR-7 technical correction).
+    value: str | None
+    if barcode is not None and clear:
+        value = grid if grid == barcode else None
+        if grid != barcode:
+            flags.add(Reason.BARCODE_GRID_MISMATCH, item="candidate_number",
+                      detail=f"grid {grid}, barcode {barcode}")
+    elif clear:
+        value = grid
+    elif barcode is not None:
+        value = barcode
+    else:
+        value = None
+    problems = validate_candidate_number(value) if value is not None else []
+    if problems:
+        flags.add(Reason.CANDIDATE_NUMBER_INVALID, item="candidate_number", detail="; ".join(problems))
+    on_roll = None
+    if roll is not None and value is not None:
+        on_roll = value in roll
+        if not on_roll:
+            flags.add(Reason.CANDIDATE_NOT_ON_ROLL, item="candidate_number", detail=value)
+    return {"value": value, "grid": grid, "barcode": barcode, "valid": value is not None and not problems,
+            "parts": describe_candidate_number(value) if value and not problems else None,
+            "on_roll": on_roll}
+
+
+def _subject(cols: list[dec.GroupDecision] | None, expected: str | None, flags: _Flags) -> dict[str, Any]:
+    code, clear = _digits(cols or [])
+    if not clear:
+        flags.add(Reason.SUBJECT_CODE_UNCLEAR, item="subject_code", detail=code)
+    if expected is not None and clear and code != expected:
+        flags.add(Reason.SUBJECT_CODE_MISMATCH, item="subject_code", detail=f"{code} != {expected}")
+    return {"value": code if clear else None, "grid": code}
