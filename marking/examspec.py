@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger, policy
+from . import ledger, policy, templates
 from .candidates import candidate_number_problems
 from .models import (Candidate, CardTemplate, ExamSession, Item, Registration, Subject)
 from .models.exam import MULTI_RULES, SESSION_KINDS, TOTAL_ROUNDING
@@ -448,29 +448,13 @@ def parse_spec(path: Path, template_inspector: TemplateInspector | None = None) 
 
 # --------------------------------------------------------------------------- import
 
-def template_hash(body: dict) -> str:
-    """R-OMR-1: the content hash of a card template (same definition as omr.template)."""
-    return hashlib.sha256(ledger.canonical_json(body).encode("utf-8")).hexdigest()
-
-
 def _template_row(session: Session, spec: SubjectSpec) -> CardTemplate | None:
     if spec.template_body is None:
         return None
-    digest = template_hash(spec.template_body)
-    existing = session.scalar(select(CardTemplate).where(CardTemplate.content_hash == digest))
-    if existing:
-        return existing
-    code = str(spec.template_body.get("code") or spec.template_path.stem)
-    version = int(spec.template_body.get("version") or 1)
-    clash = session.scalar(select(CardTemplate).where(CardTemplate.code == code, CardTemplate.version == version))
-    if clash:
-        raise SpecError([f"card template {code} version {version} already exists with different content; "
-                         "a changed template needs a new version (R-OMR-1)"])
-    row = CardTemplate(code=code, version=version, content_hash=digest,
-                       body=ledger.canonical_json(spec.template_body))
-    session.add(row)
-    session.flush()
-    return row
+    try:
+        return templates.store_template(session, spec.template_body)
+    except templates.TemplateClash as exc:
+        raise SpecError([f"{spec.template_path}: {exc}"]) from exc
 
 
 def import_spec(db, path: Path, *, actor_id: int | None = None,

@@ -10,6 +10,7 @@ import sys
 from functools import cached_property
 
 from marking import cli_commands, ledger, marking_cli
+from omr import batch_cli
 from omr import cli as omr_cli
 from marking.config import ConfigError, Settings, load_settings
 from marking.db import Database
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     marking_cli.register(sub)
     omr_cli.register(sub)
+    batch_cli.register(sub)
     return parser
 
 

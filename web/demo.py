@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from marking import examspec, ledger, migrate, simulate, users
 from marking.cli_commands import checkpoint_store
-from marking.models import ExamSession, Item, ItemDuty, Script, Subject, User
+from marking.models import ExamSession, Item, ItemDuty, ScanBatch, Script, Subject, User
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SPEC = REPO_ROOT / "examples" / "exam-2026-10.yaml"
@@ -83,6 +83,19 @@ def ensure_duties(db) -> int:
     return created
 
 
+def run_scanning(ctx, subject_code: str = "00015") -> None:
+    """About 200 synthetic cards (faint marks, erasures, an ID error, a torn card) are
+    ingested, read twice on two OMR nodes (two processes), keyed, scored and cut."""
+    from omr.demo_batch import run_demo_batch
+    with ctx.db.read() as session:
+        scanned = session.scalar(select(ScanBatch.id).join(Subject).join(ExamSession).where(
+            ExamSession.code == DEMO_SESSION, Subject.code == subject_code).limit(1))
+    if scanned:
+        _say(f"subject {subject_code} already scanned")
+        return
+    run_demo_batch(ctx.db, ctx.settings, subject_code=subject_code, say=_say)
+
+
 def run_marking(db, subject_code: str = "00015", seed: int = 2026) -> None:
     """Demo markers mark through the service API: agreements, third marks, an arbitration."""
     with db.read() as session:
@@ -120,6 +133,7 @@ def run_demo(ctx, *, serve: bool, port: int) -> int:
     _say(f"demo users: {ensure_users(ctx.db)} created")
     _say(f"item duties: {ensure_duties(ctx.db)} created")
 
+    run_scanning(ctx)
     run_marking(ctx.db)
 
     cp = ledger.checkpoint_now(ctx.db, store)

@@ -45,7 +45,7 @@ class CardTemplate(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(60))
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(20))  # as the template declares it, e.g. "1.0"
     content_hash: Mapped[str] = mapped_column(sha256_column(), unique=True)
     body: Mapped[str] = mapped_column(Text)  # canonical JSON
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -223,3 +223,40 @@ class SpotCheck(Base):
     outcome: Mapped[str | None] = mapped_column(enum_column("spot_outcome", ("pending", "confirmed", "discrepancy")))
     note: Mapped[str] = mapped_column(String(400), default="")
     checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class OmrNode(Base):
+    """A stable OMR worker node (R-OMR-3: "different machine" = different node name).
+
+    Workers upsert their row while they run, so the technicians' view can say which
+    node is down and which second reads wait for it.
+    """
+
+    __tablename__ = "omr_node"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state: Mapped[str] = mapped_column(enum_column("omr_node_state", ("running", "stopped")), default="running")
+    host: Mapped[str | None] = mapped_column(String(120))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ItemClip(Base):
+    """A subjective answer region cut from a card at reading time (R-SEC-1).
+
+    Derived and regenerable from the original page image; identity regions are blanked
+    out before the clip is stored. Becomes a Response's image when the card is accepted.
+    """
+
+    __tablename__ = "item_clip"
+    __table_args__ = (UniqueConstraint("card_id", "item_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("card.id"))
+    item_code: Mapped[str] = mapped_column(String(20))
+    sha256: Mapped[str] = mapped_column(sha256_column())
+    ink_density_pm: Mapped[int] = mapped_column(Integer)
+    preflags: Mapped[str] = mapped_column(Text, default="[]")
+    template_hash: Mapped[str] = mapped_column(sha256_column())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,7 +12,7 @@ def base(db):
     """A session, subject, items, users, a batch with one card, a script with one response."""
     with db.write() as s:
         exam = m.ExamSession(code="S", name="S", kind="self_taught", year=2026, sitting=2)
-        tpl = m.CardTemplate(code="card", version=1, content_hash="a" * 64, body="{}")
+        tpl = m.CardTemplate(code="card", version="1", content_hash="a" * 64, body="{}")
         s.add_all([exam, tpl])
         s.flush()
         subject = m.Subject(session_id=exam.id, code="001", name="Subj", card_template_id=tpl.id)

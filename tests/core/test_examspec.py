@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from marking import examspec
+from marking import examspec, templates
 from marking.models import Candidate, ExamSession, Item, Registration, ResolutionPolicy, Subject
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "exam-2026-10.yaml"
@@ -110,5 +110,29 @@ def test_template_is_stored_by_content_hash_and_cross_checked(db, tmp_path):
     examspec.import_spec(db, _write(tmp_path, text), template_inspector=lambda b: ({"1", "2", "3"}, {"4"}))
     with db.read() as s:
         subject = s.scalar(select(Subject))
-        assert subject.card_template.content_hash == examspec.template_hash(
+        assert subject.card_template.content_hash == templates.template_hash(
             {"code": "card-x", "version": 1, "items": ["1", "2", "3", "4"]})
+
+
+def test_template_hash_matches_omr_definition():
+    """marking cannot import omr, so the hash is defined twice; they must agree (R-OMR-1)."""
+    import json
+    from omr.template import content_hash
+    body = json.loads((EXAMPLE.parent / "cards" / "zikao-a4.json").read_text(encoding="utf-8"))
+    assert templates.template_hash(body) == content_hash(body)
+
+
+def test_example_template_imports_and_clash_is_refused(db, tmp_path):
+    import json
+    from omr.template import item_codes
+    body = json.loads((EXAMPLE.parent / "cards" / "zikao-a4.json").read_text(encoding="utf-8"))
+    (tmp_path / "card.json").write_text(json.dumps(body), encoding="utf-8")
+    objective, subjective = item_codes(body)
+    spec = MINIMAL.replace('    name: Subject\n', '    name: Subject\n    card_template: card.json\n')
+    spec = spec.replace("codes: 1-3", f"codes: {sorted(objective, key=int)[0]}-{sorted(objective, key=int)[2]}")
+    spec = spec.replace('code: "4"', f'code: "{sorted(subjective, key=int)[0]}"')
+    examspec.import_spec(db, _write(tmp_path, spec), template_inspector=item_codes)
+    body["title"] = "changed without a new version"
+    (tmp_path / "card.json").write_text(json.dumps(body), encoding="utf-8")
+    with pytest.raises(examspec.SpecError, match="needs a new version"):
+        examspec.import_spec(db, _write(tmp_path, spec.replace("code: T-1", "code: T-2")), template_inspector=item_codes)

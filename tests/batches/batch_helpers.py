@@ -1,0 +1,49 @@
+"""Shared steps for the batch tests."""
+from __future__ import annotations
+
+import threading
+
+from omr.template import load_template
+from omr.worker import Worker
+
+from tests.batches.batch_cards import scan, small_template
+
+ANSWERS = [
+    {"1": "A", "2": "B", "3": "C", "4": "D", "5": "A", "6": "B", "7": "", "8": "C", "9": "AC", "10": "BDE"},
+    {"1": "B", "2": "B", "3": "C", "4": "A", "5": "A", "6": "C", "7": "D", "8": "C", "9": "A", "10": "BD"},
+    {"1": "A", "2": "C", "3": "C", "4": "D", "5": "B", "6": "B", "7": "A", "8": "", "9": "ACD", "10": "E"},
+]
+KEY = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "A", "6": "B", "7": "D", "8": "C", "9": "AC", "10": "BD"}
+
+
+def write_cards(folder, roll, n, *, template_body=None, start=0, writing=("11",)):
+    """n filled cards for roll[start:start+n] as JPEG files; returns truths by candidate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = load_template(template_body or small_template())
+    truths = {}
+    for i in range(n):
+        cand = roll[start + i]
+        data, truth = scan(template, ANSWERS[i % len(ANSWERS)], candidate=cand, seed=100 + start + i, fmt="jpeg",
+                           writing=list(writing))
+        (folder / f"scan-{start + i:04d}.jpg").write_bytes(data)
+        truths[cand] = truth
+    return truths
+
+
+def run_nodes_inline(db, store, nodes=("omr-a", "omr-b")):
+    """Two nodes as two threads of this process (functional tests; the kill test uses processes)."""
+    workers = [Worker(db, store, n, exit_when_idle=True, poll_seconds=0.05, idle_grace=0.3) for n in nodes]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return workers
+
+
+def sign_and_lock(db, world, answers=None):
+    from marking import answer_keys
+    key = answer_keys.enter_key(db, world.subject_code, world.users["keyofficer"], answers or KEY)
+    answer_keys.sign_key(db, key.id, world.users["reviewer"], "reviewer")
+    answer_keys.sign_key(db, key.id, world.users["authority"], "authority_officer")
+    return answer_keys.lock_key(db, key.id, world.users["keyofficer"])
