@@ -92,14 +92,21 @@ def _inputs(marks: dict[str, Mark], item: Item, decision: Decision) -> dict[str,
     }
 
 
-def advance(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:
-    """Apply the item's policy to the response's marks (response already locked)."""
-    item = session.get(Item, response.item_id)
+def current_decision(session: Session, response: Response, item: Item
+                     ) -> tuple[Decision, dict[str, Mark], ResolutionPolicy]:
+    """What the item's policy says about the response's live marks right now."""
     policy_row, params = policy_for_item(session, item)
     marks = chain_marks(session, response.id)
     mark_set = MarkSet(**{k: from_cp(m.score_cp) for k, m in marks.items()})
     decision = decide(params, mark_set, threshold=from_cp(item.threshold_cp),
                       max_score=from_cp(item.max_cp), double_marked=item.double_marked)
+    return decision, marks, policy_row
+
+
+def advance(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:
+    """Apply the item's policy to the response's marks (response already locked)."""
+    item = session.get(Item, response.item_id)
+    decision, marks, policy_row = current_decision(session, response, item)
     if decision.action == "wait":
         response.status = "marking" if marks else "pending"
     elif decision.action == "third":

@@ -197,8 +197,10 @@ def _view(session: Session, task: MarkTask, item: Item, queue: str) -> TaskView:
             (task.slot == "third" and params["third_sees_marks"]):
         marks = session.execute(
             select(Mark.kind, Mark.score_cp, Mark.condition_code)
+            .join(MarkTask, MarkTask.id == Mark.task_id)
             .where(Mark.response_id == task.response_id,
-                   Mark.kind.in_(("first", "second", "third", "extra")))
+                   Mark.kind.in_(("first", "second", "third", "extra")),
+                   MarkTask.status != "cancelled")  # a re-queued (superseded) mark is not shown
             .order_by(Mark.id)
         ).all()
         # The kind and score only: never who marked (R-SEC-1 keeps readers anonymous too).

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import events, ledger
-from .access import LeaseError, active_user
-from .adjudication import advance, lock_response
+from .access import LeaseError, NotAllowed, active_user
+from .adjudication import advance, current_decision, lock_response
 from .centre_time import now_or
 from .models import Item, Mark, MarkTask
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
@@ -145,6 +145,65 @@ def submit_mark(db, user_id: int, token: str, score: str | int | Fraction | None
             after_post_final_read(session, response, item, mark, now=now)
         else:
             advance(session, response, now=now, actor_id=user_id)
+        return _result(mark, False)
+
+    return db.run(fn)
+
+
+REVISABLE_KINDS = ("first", "second", "third")
+
+
+def is_revisable(session: Session, mark: Mark, response, item: Item) -> bool:
+    """True while no decision has used the mark (see :func:`revise_mark`)."""
+    if mark.kind not in REVISABLE_KINDS or response.status == "resolved":
+        return False
+    task = session.get(MarkTask, mark.task_id)
+    if task is None or task.status == "cancelled":
+        return False
+    decision, _marks, _policy = current_decision(session, response, item)
+    return decision.action == "wait"
+
+
+def revise_mark(db, user_id: int, mark_id: int, score: str | int | Fraction | None, *,
+                condition_code: str | None = None, request_id: str = "",
+                now: dt.datetime | None = None) -> SubmitResult:
+    """A marker corrects their own mark while no decision has used it (R-QC-4: through the ledger).
+
+    A mark is revisable only while the response still waits for another mark: once the
+    policy has decided anything from it (a final score, a third mark, an arbitration),
+    changing it would silently change that decision, so later corrections go through
+    the score-change service instead (R-QC-2). Calibration marks (seeds, self-checks)
+    are never revisable: the first score stands. Re-sending the same score is a no-op.
+    """
+    now = now_or(now)
+
+    def fn(session: Session) -> SubmitResult:
+        active_user(session, user_id)
+        found = session.get(Mark, mark_id)
+        if found is None or found.marker_id != user_id:
+            raise NotAllowed("you can revise only your own marks")  # no hint whether the id exists
+        response = lock_response(session, found.response_id)
+        mark = session.execute(select(Mark).where(Mark.id == mark_id).with_for_update()
+                               .execution_options(populate_existing=True)).scalar_one()
+        item = session.get(Item, response.item_id)
+        if not is_revisable(session, mark, response, item):
+            # One message for every refusal, so a seed or self-check (never revisable)
+            # looks exactly like a live mark whose co-mark has arrived (issue 7).
+            raise NotAllowed("this mark has already been used in a decision; ask the team leader "
+                             "for a score change")
+        new_cp = validate_score(item, score, condition_code)
+        if (new_cp, condition_code) == (mark.score_cp, mark.condition_code):
+            return _result(mark, True)
+        before = {"score": ledger.score_text(from_cp(mark.score_cp)), "condition_code": mark.condition_code}
+        mark.score_cp, mark.condition_code = new_cp, condition_code
+        session.flush()
+        ledger.append(session, actor_id=user_id, action="mark.revised", entity="response",
+                      entity_id=response.id, reason="marker_revision",
+                      data={"mark_id": mark.id, "item_id": item.id, "before": before,
+                            "after": {"score": ledger.score_text(from_cp(new_cp)),
+                                      "condition_code": condition_code},
+                            "request_id": request_id[:MAX_REQUEST_ID]},
+                      at=now)
         return _result(mark, False)
 
     return db.run(fn)

@@ -98,3 +98,12 @@ def settings(tmp_path, db_url):
     """Settings for a test data directory bound to the test database."""
     env = {"MC_ENV": "test", "MC_DATABASE_URL": db_url}
     return load_settings(tmp_path / "data", env=env)
+
+
+@pytest.fixture(autouse=True)
+def _calibration_hooks_reset():
+    """The composition roots (CLI, app factory) install calibration's engine hooks
+    process-wide; uninstall after every test so no test depends on test order."""
+    yield
+    import calibration
+    calibration.uninstall()

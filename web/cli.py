@@ -9,6 +9,8 @@ import argparse
 import sys
 from functools import cached_property
 
+import calibration
+from calibration import cli as calibration_cli
 from marking import cli_commands, ledger, marking_cli
 from omr import batch_cli
 from omr import cli as omr_cli
@@ -24,6 +26,7 @@ class Context:
 
     @cached_property
     def db(self) -> Database:
+        calibration.install()  # seeds, self-checks, qualification and scheme gates (issue 7)
         database = Database(self.settings.database_url)
         key_file = self.settings.ledger_key_file
         if key_file.exists():
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     from web import demo
     demo.register(sub)
     marking_cli.register(sub)
+    calibration_cli.register(sub)
     omr_cli.register(sub)
     batch_cli.register(sub)
     return parser

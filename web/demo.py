@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from marking import examspec, ledger, migrate, simulate, users
 from marking.cli_commands import checkpoint_store
-from marking.models import ExamSession, Item, ItemDuty, ScanBatch, Script, Subject, User
+from marking.models import (ExamSession, Item, ItemDuty, ScanBatch, Script, StandardisationResponse, Subject,
+                            User)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SPEC = REPO_ROOT / "examples" / "exam-2026-10.yaml"
@@ -96,6 +97,29 @@ def run_scanning(ctx, subject_code: str = "00015") -> None:
     run_demo_batch(ctx.db, ctx.settings, subject_code=subject_code, say=_say)
 
 
+def run_calibration(db, subject_code: str = "00015") -> None:
+    """Trial marking, frozen scheme, standardisation sets, qualification, seeds, and a
+    drifting marker suspended with their work re-queued (issue 7)."""
+    from calibration.demo import run_demo as calibration_demo
+    with db.read() as session:
+        done = session.scalar(select(StandardisationResponse.id).join(Item, Item.id == StandardisationResponse.item_id)
+                              .join(Subject).join(ExamSession)
+                              .where(ExamSession.code == DEMO_SESSION, Subject.code == subject_code).limit(1))
+    if done:
+        _say(f"subject {subject_code} already calibrated")
+        return
+    summary = calibration_demo(db, subject_code, seed=7)
+    with db.read() as session:
+        names = dict(session.execute(select(User.id, User.username)).all())
+    qualified = ", ".join(f"{names[u]} {outcome}" for u, outcome in summary["qualification"])
+    dealt = summary["dealt"]
+    _say(f"calibration of item {summary['item']}: {summary['trial_responses']} trial responses marked by the "
+         f"team leader, scheme frozen; qualification: {qualified}")
+    _say(f"seeded marking: {dealt['live']} live, {dealt['seed']} seeds, {dealt['self_check']} self-checks")
+    for row in summary.get("suspensions", []):
+        _say(f"{names[row['user_id']]} suspended ({row['cause']}); {row['requeued']} marks re-queued to others")
+
+
 def run_marking(db, subject_code: str = "00015", seed: int = 2026) -> None:
     """Demo markers mark through the service API: agreements, third marks, an arbitration."""
     with db.read() as session:
@@ -134,6 +158,7 @@ def run_demo(ctx, *, serve: bool, port: int) -> int:
     _say(f"item duties: {ensure_duties(ctx.db)} created")
 
     run_scanning(ctx)
+    run_calibration(ctx.db)
     run_marking(ctx.db)
 
     cp = ledger.checkpoint_now(ctx.db, store)

@@ -7,5 +7,6 @@ from .scanning import (AnswerKey, AnswerKeySignoff, Candidate, Card, ObjectiveAn
 from .work import (LIVE_SLOTS, SLOTS, Mark, MarkTask, ProcessScore, RegisterEntry, Resolution,
                    Response, ReviewRequest, ReviewSample, ScoreChange)
 from .audit import LedgerEvent, LedgerHead, OutboxEvent
+from .calibration import CalibrationResult, CalibrationSetting, MarkerSuspension, StandardisationResponse
 
 __all__ = [name for name in dir() if not name.startswith("_")]

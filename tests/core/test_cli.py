@@ -1,6 +1,7 @@
 """The console script: demo, audit verify after tampering, users, exam import, backup/restore."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,12 +14,24 @@ from web.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def demo_once(tmp_path_factory):
+    """The whole demo runs once per module (it scans, reads and marks ~200 cards)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MC_ENV", "demo")
+        mp.delenv("MC_DATABASE_URL", raising=False)
+        data = tmp_path_factory.mktemp("demo") / "centre"
+        assert main(["--data-dir", str(data), "demo", "--no-serve"]) == 0
+    return data
+
+
 @pytest.fixture
-def demo_dir(tmp_path, monkeypatch):
+def demo_dir(demo_once, tmp_path, monkeypatch):
+    """A private copy of the demo's data directory for one test to change."""
     monkeypatch.setenv("MC_ENV", "demo")
     monkeypatch.delenv("MC_DATABASE_URL", raising=False)
     data = tmp_path / "centre"
-    assert main(["--data-dir", str(data), "demo", "--no-serve"]) == 0
+    shutil.copytree(demo_once, data, ignore=shutil.ignore_patterns("demo-scans", "images"))
     return data
 
 

@@ -43,3 +43,57 @@ def test_agreement_third_and_arbitration(db):
         assert outcomes == ["agreed", "third_resolved", "arbitrated"]
         assert all(sc.total_rounded is not None for sc in s.execute(select(Script)).scalars())
     assert ledger.verify(db, None).ok
+
+
+def test_arbitrator_does_not_see_superseded_marks(db):
+    """A mark whose task was cancelled (re-queued after a suspension) is out of the chain
+    and out of what the arbitrator is shown (R-SEC-1, R-MARK-3)."""
+    from marking.models import Mark, MarkTask
+    ids = staffed_subject(db, markers=4)
+    simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=2)
+    item = ids["items"][0]
+    m1, m2, m3, m4 = ids["markers"]
+    _mark(db, m1, item, "1")
+    _mark(db, m2, item, "5")
+    _mark(db, m3, item, "9")
+    # Supersede the third mark as the suspension re-queue does: cancel its task, deal a new third.
+    with db.write() as s:
+        third = s.execute(select(MarkTask).join(Mark, Mark.task_id == MarkTask.id)
+                          .where(Mark.kind == "third")).scalar_one()
+        third.status = "cancelled"
+        response = s.get(Response, third.response_id)
+        arbitration = s.execute(select(MarkTask).where(MarkTask.slot == "arbitration")).scalar_one()
+        arbitration.status = "cancelled"
+        response.status = "third"
+        s.flush()
+        dispatch.ensure_task(s, response, "third")
+    _mark(db, m4, item, "8")
+    view = dispatch.claim_next(db, ids["leaders"][0], item, queue="arbitration", now=NOW)
+    assert [m["score"] for m in view.earlier_marks] == ["1", "5", "8"]
+
+
+def test_marker_revises_own_mark_until_it_is_used(db):
+    """Revisable while unresolved and unused, through the ledger (R-QC-4); not after."""
+    from marking.access import NotAllowed
+    from marking.models import LedgerEvent, Mark
+    import pytest
+    ids = staffed_subject(db, markers=3)
+    simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=3)
+    item = ids["items"][0]
+    m1, m2, _ = ids["markers"]
+    first = _mark(db, m1, item, "4")
+    with pytest.raises(NotAllowed, match="own marks"):
+        submission.revise_mark(db, m2, first.mark_id, "5", request_id="x")
+    revised = submission.revise_mark(db, m1, first.mark_id, "5", request_id="rev-1")
+    assert (revised.score, revised.replayed) == ("5", False)
+    assert submission.revise_mark(db, m1, first.mark_id, "5", request_id="rev-1").replayed
+    with db.read() as s:
+        event = s.execute(select(LedgerEvent).where(LedgerEvent.action == "mark.revised")).scalar_one()
+        assert event.reason == "marker_revision" and '"before":{"condition_code":null,"score":"4"}' in event.data
+    _mark(db, m2, item, "5")  # agreement: the response is resolved from the revised mark
+    with db.read() as s:
+        response = s.execute(select(Response)).scalar_one()
+        assert Fraction(response.final_num, response.final_den) == 5
+    with pytest.raises(NotAllowed, match="already been used"):
+        submission.revise_mark(db, m1, first.mark_id, "6", request_id="rev-2")
+    assert ledger.verify(db, None).ok

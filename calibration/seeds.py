@@ -1,0 +1,166 @@
+"""Seeds (质检卷) and self-checks (自评) injected into a marker's live stream.
+
+Seed hygiene (★ reference/marking.md §6.8):
+
+* A seed is a standardisation response with a definitive score. It is dealt as a
+  ``seed`` task reserved for one marker, leased by the engine's ``claim_next`` like
+  live work: the same TaskView (queue ``marking``, the response's own image
+  reference from the same image pipeline, the item's frozen scheme), a uuid4 lease
+  token, no seed flag and no id pattern. The submit is the ordinary one.
+* Never the same seed twice to a marker: a seed is only dealt to a marker who was
+  never dealt nor marked the response (``mark_assignment`` UNIQUE backs it). A seed
+  lease that lapsed counts as exposed and is not re-dealt.
+* Schedule: after a jittered number of live claims, uniform on [N/2, 3N/2] with
+  N = ``seed_rate`` (``seed_rate_start`` during the first ``start_of_day`` claims
+  of the local day), drawn from ``random.Random`` keyed by (salt, marker, item,
+  seeds dealt so far) — deterministic for tests and demos, unpredictable to a
+  marker without the per-item salt.
+* Self-checks re-serve one of the marker's own earlier live responses (at least
+  ``self_check_min_age`` claims old, never twice) at ``self_check_pm`` ‰ of live
+  claims, same jittered schedule. The first score stands: a self-check mark never
+  enters the resolution chain; it is only compared (within the item threshold).
+* Results go to ``calibration_result``; after each seed the marker is checked
+  (:mod:`calibration.monitor`) and suspended automatically when an alarm fires.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from marking import events
+from marking.centre_time import centre_day, day_bounds
+from marking.models import CalibrationResult, Item, Mark, MarkTask, StandardisationResponse, User
+from marking.models.work import MarkAssignment
+
+from . import config
+from .common import LIVE_MARK_KINDS, seen
+
+
+def _gap(salt: str, user_id: int, item_id: int, kind: str, count: int, rate: int) -> int:
+    rng = random.Random(f"{salt}|{kind}|{user_id}|{item_id}|{count}")
+    rate = max(1, int(rate))
+    return rng.randint(max(1, rate // 2), max(1, rate + rate // 2))
+
+
+def _injected(session: Session, user_id: int, item_id: int, slot: str) -> int:
+    return session.execute(select(func.count()).select_from(MarkTask).where(
+        MarkTask.item_id == item_id, MarkTask.slot == slot, MarkTask.reserved_for == user_id)).scalar_one()
+
+
+def _live_claims(session: Session, user_id: int, item_id: int, *, after_id: int | None = None,
+                 since: dt.datetime | None = None) -> int:
+    """Live claims of the marker on the item (counted by claim order, not by clock)."""
+    q = select(func.count()).select_from(MarkAssignment).where(
+        MarkAssignment.marker_id == user_id, MarkAssignment.item_id == item_id,
+        MarkAssignment.slot.in_(LIVE_MARK_KINDS))
+    if after_id is not None:
+        q = q.where(MarkAssignment.id > after_id)
+    if since is not None:
+        q = q.where(MarkAssignment.claimed_at >= since)
+    return session.execute(q).scalar_one()
+
+
+def inject(session: Session, user: User, item: Item, now: dt.datetime) -> MarkTask | None:
+    """``marking.dispatch.INJECTORS`` hook: a seed or self-check task due for ``user``, or None."""
+    settings = config.for_item(session, item.id)
+    salt = settings["schedule_salt"] or f"item:{item.id}"
+    # A self-check whose lease lapsed is re-served; a lapsed seed counts as exposed.
+    pending = session.execute(select(MarkTask).where(
+        MarkTask.item_id == item.id, MarkTask.reserved_for == user.id, MarkTask.status == "open",
+        MarkTask.slot.in_(("seed", "self_check"))).order_by(MarkTask.id)).scalars().all()
+    for task in pending:
+        if task.slot == "self_check":
+            return task
+        task.status = "cancelled"
+    task = _seed_due(session, user, item, settings, salt, now)
+    if task is None:
+        task = _self_check_due(session, user, item, settings, salt, now)
+    if task is not None:
+        session.add(task)
+        session.flush()
+    return task
+
+
+def _seed_due(session: Session, user: User, item: Item, settings: dict, salt: str,
+              now: dt.datetime) -> MarkTask | None:
+    dealt = _injected(session, user.id, item.id, "seed")
+    start, _end = day_bounds(centre_day(now))
+    today = _live_claims(session, user.id, item.id, since=start)
+    rate = settings["seed_rate_start"] if today < settings["start_of_day"] else settings["seed_rate"]
+    last_seed = session.execute(select(func.max(MarkAssignment.id)).where(
+        MarkAssignment.marker_id == user.id, MarkAssignment.item_id == item.id,
+        MarkAssignment.slot == "seed")).scalar()
+    if _live_claims(session, user.id, item.id, after_id=last_seed) < _gap(salt, user.id, item.id, "seed", dealt, rate):
+        return None
+    pool = session.execute(select(StandardisationResponse.response_id).where(
+        StandardisationResponse.item_id == item.id, StandardisationResponse.purpose == "seed",
+        StandardisationResponse.active.is_(True))).scalars().all()
+    fresh = sorted((rid for rid in pool if not seen(session, user.id, rid)),
+                   key=lambda rid: hashlib.sha256(f"{salt}|{user.id}|{rid}".encode()).hexdigest())
+    if not fresh:
+        events.publish(session, events.leader_topic(item.id), "seed.pool_exhausted",
+                       {"item_id": item.id, "user_id": user.id})
+        return None
+    return MarkTask(response_id=fresh[0], item_id=item.id, slot="seed", status="open", reserved_for=user.id,
+                    created_at=now)
+
+
+def _self_check_due(session: Session, user: User, item: Item, settings: dict, salt: str,
+                    now: dt.datetime) -> MarkTask | None:
+    pm = int(settings["self_check_pm"])
+    if pm <= 0:
+        return None
+    dealt = _injected(session, user.id, item.id, "self_check")
+    rate = max(1, 1000 // pm)
+    due_at = sum(_gap(salt, user.id, item.id, "self_check", k, rate) for k in range(dealt + 1))
+    if _live_claims(session, user.id, item.id) < due_at:
+        return None
+    own = session.execute(
+        select(Mark.response_id).join(MarkTask, MarkTask.id == Mark.task_id)
+        .where(Mark.marker_id == user.id, MarkTask.item_id == item.id, Mark.kind.in_(LIVE_MARK_KINDS))
+        .order_by(Mark.id)).scalars().all()
+    age = int(settings["self_check_min_age"])
+    if len(own) <= age:
+        return None
+    done = set(session.execute(select(MarkTask.response_id).where(
+        MarkTask.item_id == item.id, MarkTask.slot == "self_check", MarkTask.reserved_for == user.id)).scalars())
+    candidates = [rid for rid in own[:-age] if rid not in done]
+    if not candidates:
+        return None
+    rng = random.Random(f"{salt}|self|{user.id}|{item.id}|{dealt}")
+    return MarkTask(response_id=rng.choice(candidates), item_id=item.id, slot="self_check", status="open",
+                    reserved_for=user.id, created_at=now)
+
+
+def on_calibration_mark(session: Session, task: MarkTask, mark: Mark, now: dt.datetime) -> None:
+    """Submission hook for ``seed`` and ``self_check`` marks (same transaction as the mark)."""
+    item = session.get(Item, task.item_id)
+    if task.slot == "seed":
+        row = session.execute(select(StandardisationResponse).where(
+            StandardisationResponse.response_id == task.response_id)).scalar_one_or_none()
+        if row is None:
+            return
+        tolerance = row.tolerance_cp if row.tolerance_cp is not None else item.threshold_cp
+        session.add(CalibrationResult(mark_id=mark.id, user_id=mark.marker_id, item_id=item.id, kind="seed",
+                                      score_cp=mark.score_cp, reference_cp=row.definitive_cp, tolerance_cp=tolerance,
+                                      within=abs(mark.score_cp - row.definitive_cp) <= tolerance, created_at=now))
+        session.flush()
+        events.publish(session, events.leader_topic(item.id), "seed.marked",
+                       {"item_id": item.id, "user_id": mark.marker_id})
+        from . import monitor
+        monitor.check_in_session(session, mark.marker_id, item.id, now)
+    elif task.slot == "self_check":
+        first = session.execute(
+            select(Mark.score_cp).where(Mark.response_id == task.response_id, Mark.marker_id == mark.marker_id,
+                                        Mark.kind.in_(LIVE_MARK_KINDS)).order_by(Mark.id).limit(1)
+        ).scalar_one_or_none()
+        if first is None:
+            return
+        session.add(CalibrationResult(mark_id=mark.id, user_id=mark.marker_id, item_id=item.id, kind="self_check",
+                                      score_cp=mark.score_cp, reference_cp=first, tolerance_cp=item.threshold_cp,
+                                      within=abs(mark.score_cp - first) <= item.threshold_cp, created_at=now))
+        session.flush()
