@@ -10,10 +10,10 @@ import sys
 from functools import cached_property
 
 import calibration
-from calibration import cli as calibration_cli
-from marking import cli_commands, ledger, marking_cli
 from omr import batch_cli
 from omr import cli as omr_cli
+from calibration import cli as calibration_cli
+from marking import cli_commands, ledger, marking_cli
 from marking.config import ConfigError, Settings, load_settings
 from marking.db import Database
 
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_commands.register(sub)
     from web import demo
     demo.register(sub)
+    from web import server
+    server.register(sub)
     marking_cli.register(sub)
     calibration_cli.register(sub)
     omr_cli.register(sub)

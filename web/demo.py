@@ -171,8 +171,10 @@ def run_demo(ctx, *, serve: bool, port: int) -> int:
     if not result.ok:
         return 1
     if serve:
-        print(f"\nThe web workbench is not part of this build yet; nothing is served on port {port}. "
-              "Use --no-serve in scripts.")
+        from web import server
+        print(f"\nServing the demo at http://127.0.0.1:{port}/ (Ctrl+C stops it)."
+              + (" Two-factor sign-in is skipped in the demo environment." if settings.environment == "demo" else ""))
+        return server.serve(ctx, host="127.0.0.1", port=port, threads=32, migrate_db=False)
     return 0
 
 

@@ -1,0 +1,79 @@
+"""Live events: Socket.IO authentication, topic authorisation, outbox drain, replay after reconnect."""
+from __future__ import annotations
+
+from marking import events
+from webhelpers import login
+
+
+def sio_client(app, actor):
+    return app.extensions["mc_socketio"].test_client(app, flask_test_client=actor.client)
+
+
+def outbox(received):
+    return [m["args"][0] for m in received if m["name"] == "outbox"]
+
+
+def test_connect_requires_session(app, world):
+    anonymous = app.extensions["mc_socketio"].test_client(app, flask_test_client=app.test_client())
+    assert not anonymous.is_connected()
+
+
+def test_subscribe_authorisation(app, world):
+    marker = sio_client(app, login(app, "marker1"))
+    assert marker.is_connected()
+    ack = marker.emit("subscribe", {"topics": [f"item:{world.item_id}", f"leader:{world.item_id}", "authority",
+                                               f"item:{world.item2_id}", "batch:1"]}, callback=True)
+    assert ack["ok"] and ack["topics"] == [f"item:{world.item_id}"]
+    assert set(ack["refused"]) == {f"leader:{world.item_id}", "authority", f"item:{world.item2_id}", "batch:1"}
+    leader = sio_client(app, login(app, "leader"))
+    ack = leader.emit("subscribe", {"topics": [f"leader:{world.item_id}"]}, callback=True)
+    assert ack["topics"] == [f"leader:{world.item_id}"]
+
+
+def test_outbox_drain_emits_to_rooms(app, world, db):
+    live = app.extensions["mc_live"]
+    live.drain_once()                          # positions at the current end
+    leader = sio_client(app, login(app, "leader"))
+    marker = sio_client(app, login(app, "marker1"))
+    leader.emit("subscribe", {"topics": [f"leader:{world.item_id}"]}, callback=True)
+    marker.emit("subscribe", {"topics": [f"item:{world.item_id}"]}, callback=True)
+    leader.get_received(), marker.get_received()
+    with db.write() as s:
+        events.publish(s, events.leader_topic(world.item_id), "arbitration.created", {"item_id": world.item_id})
+        events.publish(s, events.item_topic(world.item_id), "third.created", {"item_id": world.item_id})
+    assert live.drain_once() == 2
+    got_leader = outbox(leader.get_received())
+    got_marker = outbox(marker.get_received())
+    assert [e["name"] for e in got_leader] == ["arbitration.created"]
+    assert [e["name"] for e in got_marker] == ["third.created"]     # never the leader's topic
+    assert got_leader[0]["id"] < got_marker[0]["id"]
+
+
+def test_marking_publishes_and_replay_after_reconnect(app, world, db):
+    live = app.extensions["mc_live"]
+    live.drain_once()
+    leader_actor = login(app, "leader")
+    leader = sio_client(app, leader_actor)
+    ack = leader.emit("subscribe", {"topics": [f"item:{world.item_id}"]}, callback=True)
+    head = ack["head"]
+    leader.disconnect()
+    # while the leader is away, a marker works: the engine publishes item events
+    m1 = login(app, "marker1")
+    task = m1.post(f"/api/v1/items/{world.item_id}/claim", json={}).get_json()["task"]
+    m1.post("/api/v1/tasks/submit", json={"token": task["token"], "score": "5", "request_id": "r1"})
+    live.drain_once()
+    leader = sio_client(app, leader_actor)
+    ack = leader.emit("subscribe", {"topics": [f"item:{world.item_id}"], "since": head}, callback=True)
+    replayed = outbox(leader.get_received())
+    assert ack["replayed"] == len(replayed) >= 2
+    assert {"task.claimed", "mark.submitted"} <= {e["name"] for e in replayed}
+    assert all(e["id"] > head for e in replayed)
+    assert all("score" not in e["payload"] for e in replayed)   # R-SEC-1: no marks in events
+
+
+def test_session_end_refuses_subscribe(app, world):
+    actor = login(app, "marker1")
+    client = sio_client(app, actor)
+    actor.post("/auth/logout", data={})
+    ack = client.emit("subscribe", {"topics": [f"item:{world.item_id}"]}, callback=True)
+    assert ack == {"ok": False, "error": "session_ended"}

@@ -1,0 +1,161 @@
+"""Marking endpoints: claim, submit (then the next task), renew, release, report, image.
+
+Views call the marking services (``marking.dispatch``, ``marking.submission``,
+``marking.problems``); the services check duties, qualification, exclusions, caps and
+lease ownership. What goes back to a marker never names a candidate nor carries
+another marker's score (R-SEC-1): the TaskView is blind by construction, its image
+reference is replaced by a lease-checked URL.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, g, jsonify, request, url_for
+
+from marking import dispatch, problems, submission
+
+from .. import queries
+from ..errors import error_response, service_error
+from ..images import send_image
+from ..permissions import roles
+from ..ui import db
+from . import bp
+
+WORKERS = ("marker", "team_leader")
+
+
+def body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else {}
+
+
+def task_json(view: dispatch.TaskView | None) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    data = view.as_dict()
+    data.pop("image_ref", None)
+    data["image_url"] = url_for("api.task_image", token=view.token) if view.image_ref else None
+    return data
+
+
+@bp.route("/marker/items")
+@roles(*WORKERS)
+def my_items():
+    """Items the caller marks (active and suspended duties)."""
+    return jsonify(items=queries.duty_items(db(), g.user.id, "marker"))
+
+
+@bp.route("/items/<int:item_id>/claim", methods=["POST"])
+@roles(*WORKERS)
+def claim(item_id: int):
+    """Deal the next response of the item under a lease (queue: marking, arbitration, extra, review)."""
+    queue = body().get("queue", "marking")
+    if queue not in dispatch.QUEUES:
+        return error_response(422, "bad_queue", f"unknown queue {queue!r}")
+    try:
+        view = dispatch.claim_next(db(), g.user.id, item_id, queue=queue)
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear message
+        return service_error(exc)
+    return jsonify(task=task_json(view), empty=view is None)
+
+
+@bp.route("/tasks/submit", methods=["POST"])
+@roles(*WORKERS)
+def submit():
+    """Submit the caller's mark for a leased task; with ``next`` the next task is dealt at once."""
+    data = body()
+    token = str(data.get("token") or "")
+    score = data.get("score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        score = str(score)   # never a binary float on the score path (R-MARK-2)
+    try:
+        result = submission.submit_mark(
+            db(), g.user.id, token, score, request_id=str(data.get("request_id") or ""),
+            condition_code=data.get("condition_code") or None, flags=data.get("flags") or (),
+            dwell_ms=int(data["dwell_ms"]) if isinstance(data.get("dwell_ms"), int) else None)
+    except Exception as exc:  # noqa: BLE001
+        return service_error(exc)
+    out: dict[str, Any] = {"result": {"mark_id": result.mark_id, "score": result.score,
+                                      "condition_code": result.condition_code, "replayed": result.replayed}}
+    item_id = data.get("item_id")
+    if data.get("next") and isinstance(item_id, int):
+        try:
+            out["next"] = task_json(dispatch.claim_next(db(), g.user.id, item_id,
+                                                        queue=data.get("queue", "marking")))
+        except Exception as exc:  # noqa: BLE001 - the mark is saved; say why nothing follows
+            out["next"] = None
+            out["next_error"] = str(exc)
+    return jsonify(out)
+
+
+@bp.route("/tasks/renew", methods=["POST"])
+@roles(*WORKERS)
+def renew():
+    """Heartbeat: keep the caller's lease alive while the page is open."""
+    try:
+        until = dispatch.renew_lease(db(), g.user.id, str(body().get("token") or ""))
+    except Exception as exc:  # noqa: BLE001
+        return service_error(exc)
+    return jsonify(lease_expires_at=until.isoformat())
+
+
+@bp.route("/tasks/release", methods=["POST"])
+@roles(*WORKERS)
+def release():
+    """Hand a task back unmarked (it will not be dealt to the caller again)."""
+    try:
+        dispatch.release_task(db(), g.user.id, str(body().get("token") or ""))
+    except Exception as exc:  # noqa: BLE001
+        return service_error(exc)
+    return jsonify(ok=True)
+
+
+@bp.route("/tasks/problem", methods=["POST"])
+@roles(*WORKERS)
+def report_problem():
+    """Report a problem (illegible, wrong image, cut off, blank) instead of a score."""
+    data = body()
+    try:
+        entry = problems.report_problem(db(), g.user.id, str(data.get("token") or ""), str(data.get("kind") or ""),
+                                        note=str(data.get("note") or ""))
+    except Exception as exc:  # noqa: BLE001
+        return service_error(exc)
+    return jsonify(entry_id=entry)
+
+
+@bp.route("/tasks/<token>/image")
+@roles(*WORKERS)
+def task_image(token: str):
+    """The item image of a task — only while the caller holds a live lease on it."""
+    task = queries.own_lease(db(), g.user.id, token)
+    if task is None:
+        abort(404)
+    return send_image(queries.response_image(db(), task.response_id))
+
+
+@bp.route("/marker/items/<int:item_id>/progress")
+@roles(*WORKERS)
+def progress(item_id: int):
+    """The caller's own progress on the item today: done, cap, speed."""
+    return jsonify(queries.marker_progress(db(), g.user.id, item_id))
+
+
+@bp.route("/marker/items/<int:item_id>/recent")
+@roles(*WORKERS)
+def recent(item_id: int):
+    """The caller's own latest marks on the item (never others' marks or outcomes)."""
+    return jsonify(marks=queries.recent_marks(db(), g.user.id, item_id))
+
+
+@bp.route("/marks/<int:mark_id>/revise", methods=["POST"])
+@roles(*WORKERS)
+def revise(mark_id: int):
+    """Revise the caller's own unresolved mark (through the engine; ledger reason marker_revision)."""
+    data = body()
+    try:
+        result = submission.revise_mark(db(), g.user.id, mark_id, data.get("score"),
+                                        condition_code=data.get("condition_code") or None,
+                                        request_id=str(data.get("request_id") or ""))
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear message by service_error
+        return service_error(exc)
+    return jsonify(ok=True, score=result.score, unchanged=result.replayed)

@@ -1,0 +1,197 @@
+"""Live events over Socket.IO (threading mode; architecture.md §1).
+
+The marking services publish ``OutboxEvent`` rows in their own transactions
+(``marking.events``). The web process drains the table by increasing id (every
+``MC_OUTBOX_POLL_SECONDS``, 0.5 s) and emits each row as an ``outbox`` event to the
+Socket.IO room named by its topic. Clients remember the last id they saw and, on
+(re)connect, ``subscribe`` with it: the server joins them to the room, then replays
+newer rows of that topic, so nothing is lost across a reconnect; clients drop ids they
+have already seen (duplicates are harmless, which also makes several drainers safe).
+
+With MC_REDIS_URL the Socket.IO server uses Redis as its message queue (several web
+processes behind a sticky proxy); startup fails loudly if the ``redis`` package is
+missing or Redis does not answer PING (pitfall 4: the manager would otherwise drop
+events silently).
+
+Authorisation: the ``connect`` handler authenticates the login-session cookie
+(handlers get no ``before_request``); ``subscribe`` admits a topic only to those
+entitled to it. Payloads never carry candidate identity or marks (marking.events).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_socketio import SocketIO, join_room
+from sqlalchemy import func, select
+
+from marking.models import OutboxEvent
+
+from . import queries
+from .auth import sessions
+
+log = logging.getLogger("web.live")
+REPLAY_LIMIT = 500
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+def check_redis(url: str) -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError("MC_REDIS_URL is set but the redis package is not installed: "
+                                 "pip install 'marking-centre[redis]'") from exc
+    import redis as redis_mod
+    try:
+        redis_mod.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure is fatal at startup
+        raise ConfigurationError(f"MC_REDIS_URL={url!r}: Redis did not answer PING ({exc})") from exc
+
+
+def may_subscribe(user, topic: str) -> bool:
+    kind, _, ident = topic.partition(":")
+    db = current_app.extensions["mc_db"]
+    if kind in ("item", "leader", "subject") and not ident.isdigit():
+        return False
+    if kind == "item":
+        return "admin" in user.roles or queries.has_item_duty(db, user.id, int(ident), "marker", "team_leader",
+                                                              "reviewer", active=False)
+    if kind == "leader":
+        return "admin" in user.roles or queries.has_item_duty(db, user.id, int(ident), "team_leader")
+    if kind == "subject":
+        return bool(user.roles & {"admin", "team_leader", "authority_officer"})
+    if kind == "batch":
+        return bool(user.roles & {"technician", "admin", "key_officer"})
+    if kind == "authority":
+        return bool(user.roles & {"authority_officer", "admin"})
+    return False
+
+
+def row_json(row: OutboxEvent) -> dict[str, Any]:
+    try:
+        payload = json.loads(row.payload)
+    except ValueError:
+        payload = {}
+    return {"id": row.id, "topic": row.topic, "name": row.name, "payload": payload}
+
+
+class Live:
+    """One per app: the Socket.IO server and the outbox drainer."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        settings = app.config["MC_SETTINGS"]
+        queue = settings.redis_url
+        if queue:
+            check_redis(queue)
+        self.socketio = SocketIO(app, async_mode="threading", message_queue=queue,
+                                 manage_session=False, logger=False, engineio_logger=False)
+        self.db = app.extensions["mc_db"]
+        self.last_id: int | None = None
+        self._thread_started = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._register()
+
+    # ------------------------------------------------------------------ draining
+    def drain_once(self) -> int:
+        """Emit every outbox row newer than the last one emitted; returns how many."""
+        with self.db.read() as s:
+            if self.last_id is None:
+                self.last_id = s.execute(select(func.max(OutboxEvent.id))).scalar() or 0
+                return 0
+            rows = s.execute(select(OutboxEvent).where(OutboxEvent.id > self.last_id)
+                             .order_by(OutboxEvent.id).limit(1000)).scalars().all()
+            events = [row_json(r) for r in rows]
+        for event in events:
+            self.socketio.emit("outbox", event, to=event["topic"])
+            self.last_id = event["id"]
+        return len(events)
+
+    def _drain_loop(self) -> None:
+        from marking.dispatch import reap_expired_leases
+
+        interval = self.app.config["MC_OUTBOX_POLL_SECONDS"]
+        ticks = 0
+        while not self._stop.is_set():
+            try:
+                self.drain_once()
+                ticks += 1
+                if ticks % max(1, int(60 / interval)) == 0:   # about once a minute
+                    reap_expired_leases(self.db)
+            except Exception:  # noqa: BLE001 - keep draining after a transient DB error
+                log.exception("outbox drain failed; retrying")
+            self.socketio.sleep(interval)
+
+    def start_drainer(self) -> None:
+        with self._lock:
+            if self._thread_started or not self.app.config["MC_OUTBOX_DRAIN"]:
+                return
+            self._thread_started = True
+        self.drain_once()   # position at the current end before serving
+        self.socketio.start_background_task(self._drain_loop)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def drainer_running(self) -> bool:
+        return self._thread_started and not self._stop.is_set()
+
+    # ------------------------------------------------------------------ handlers
+    def _register(self) -> None:
+        sio = self.socketio
+        app = self.app
+
+        @sio.on("connect")
+        def _connect(auth=None):
+            from .auth import cookie_name
+            user = sessions.load(self.db, request.cookies.get(cookie_name()),
+                                 idle_minutes=app.config["MC_SESSION_IDLE_MINUTES"],
+                                 mfa_skip=app.config["MC_MFA_SKIP"], touch=False)
+            if user is None or user.mfa_pending:
+                return False
+            request.environ["mc.user"] = user
+            join_room(f"user:{user.id}")
+            return True
+
+        @sio.on("subscribe")
+        def _subscribe(data):
+            from .auth import cookie_name
+            user = sessions.load(self.db, request.cookies.get(cookie_name()),
+                                 idle_minutes=app.config["MC_SESSION_IDLE_MINUTES"],
+                                 mfa_skip=app.config["MC_MFA_SKIP"], touch=False)
+            if user is None:
+                return {"ok": False, "error": "session_ended"}
+            data = data if isinstance(data, dict) else {}
+            topics = [t for t in data.get("topics", []) if isinstance(t, str)][:20]
+            since = data.get("since")
+            allowed, refused = [], []
+            for topic in topics:
+                (allowed if may_subscribe(user, topic) else refused).append(topic)
+            for topic in allowed:
+                join_room(topic)
+            replayed = 0
+            if isinstance(since, int) and since >= 0 and allowed:
+                with self.db.read() as s:
+                    rows = s.execute(select(OutboxEvent).where(OutboxEvent.id > since,
+                                                               OutboxEvent.topic.in_(allowed))
+                                     .order_by(OutboxEvent.id).limit(REPLAY_LIMIT)).scalars().all()
+                    events = [row_json(r) for r in rows]
+                for event in events:
+                    sio.emit("outbox", event, to=request.sid)
+                replayed = len(events)
+            with self.db.read() as s:
+                head = s.execute(select(func.max(OutboxEvent.id))).scalar() or 0
+            return {"ok": True, "topics": allowed, "refused": refused, "replayed": replayed, "head": head}
+
+
+def init_app(app: Flask) -> None:
+    live = Live(app)
+    app.extensions["mc_live"] = live
+    app.extensions["mc_socketio"] = live.socketio

@@ -1,0 +1,87 @@
+"""``marking-centre serve``: gunicorn, programmatically, one worker with threads (gthread).
+
+Flask-SocketIO in threading mode needs exactly one worker process (``-w 1``); each
+open WebSocket holds one thread, so ``--threads`` must exceed the open browser tabs
+plus HTTP headroom (architecture.md §1). Scale out with several single-worker servers
+behind a sticky proxy and MC_REDIS_URL. The app is built inside the worker, which
+then starts the outbox drainer.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from marking import migrate
+
+
+class Server(BaseApplication):
+    def __init__(self, factory, options: dict):
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        app = self.factory()
+        app.extensions["mc_live"].start_drainer()
+        return app
+
+
+def gunicorn_options(host: str, port: int, threads: int) -> dict:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": 1,                      # never more: Socket.IO sessions live in the process
+        "worker_class": "gthread",
+        "threads": threads,
+        "worker_connections": threads * 2 + 50,
+        "timeout": 120,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+
+
+def serve(ctx, *, host: str = "127.0.0.1", port: int = 5000, threads: int = 64, migrate_db: bool = True) -> int:
+    settings = ctx.settings
+    settings.require_secret_key()   # refuse to start in production without MC_SECRET_KEY
+    if settings.redis_url:
+        from .live import check_redis
+        check_redis(settings.redis_url)
+    if migrate_db:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(ctx.db)
+    ctx.reset_db()
+
+    def factory():
+        from web import create_app
+        return create_app(settings, ctx.db)
+
+    print(f"Marking centre web workbench on http://{host}:{port}/ (gunicorn -w 1 --threads {threads})", flush=True)
+    Server(factory, gunicorn_options(host, port, threads)).run()
+    return 0
+
+
+def cmd_serve(args, ctx) -> int:
+    return serve(ctx, host=args.host, port=args.port, threads=args.threads, migrate_db=not args.no_migrate)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the web workbench (gunicorn, one worker, threads)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=64, help="worker threads; each open WebSocket holds one")
+    p.add_argument("--no-migrate", action="store_true", help="do not upgrade the database schema first")
+    p.set_defaults(handler=cmd_serve)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from web.cli import main
+    sys.exit(main(["serve", *sys.argv[1:]]))
