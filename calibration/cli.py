@@ -6,15 +6,13 @@ Handlers are ``handler(args, ctx) -> int`` using only ``ctx.db`` and ``ctx.setti
 from __future__ import annotations
 
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 from sqlalchemy import select
 
-from marking.access import NotAllowed
+from marking.cli_commands import guard
 from marking.models import Item, User
-from marking.scores import ScoreError
 from marking.totals import find_subject
 
 from . import analysis, monitor, standardisation, stats, suspension, whatif
@@ -90,17 +88,6 @@ def cmd_item_analysis(args, ctx) -> int:
     return 0
 
 
-def _guard(fn):
-    def handler(args, ctx) -> int:
-        try:
-            return fn(args, ctx)
-        except (NotAllowed, LookupError, ScoreError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    handler.__name__ = fn.__name__
-    return handler
-
-
 def register(subparsers) -> None:
     cal = subparsers.add_parser("calibration", help="marker calibration: statistics, qualification, what-if")
     sub = cal.add_subparsers(dest="calibration_command", required=True)
@@ -111,18 +98,18 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("stats", help="marker statistics for an item (JSON)")
     item_args(p)
-    p.set_defaults(handler=_guard(cmd_stats))
+    p.set_defaults(handler=guard(cmd_stats))
     p = sub.add_parser("qualify", help="qualification status of an item, or --start USER to open an attempt")
     item_args(p)
     p.add_argument("--start", metavar="USER")
-    p.set_defaults(handler=_guard(cmd_qualify))
+    p.set_defaults(handler=guard(cmd_qualify))
     p = sub.add_parser("whatif", help="predict third-marking and arbitration rates per threshold and policy")
     item_args(p)
     p.add_argument("--threshold", action="append", help="candidate T in points (repeatable)")
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, default=0.10, help="target third-marking rate for the suggestion")
-    p.set_defaults(handler=_guard(cmd_whatif))
+    p.set_defaults(handler=guard(cmd_whatif))
     for name, fn, help_ in (("suspend", cmd_suspend, "suspend a marker (re-queues their recent marks)"),
                             ("resume", cmd_resume, "let a suspended marker re-qualify")):
         p = sub.add_parser(name, help=help_)
@@ -130,10 +117,10 @@ def register(subparsers) -> None:
         p.add_argument("--user", required=True)
         p.add_argument("--by", required=True, help="the acting team leader")
         p.add_argument("--note")
-        p.set_defaults(handler=_guard(fn))
+        p.set_defaults(handler=guard(fn))
     p = sub.add_parser("monitor", help="check validity/drift of every active marker (suspends on alarms)")
     item_args(p)
-    p.set_defaults(handler=_guard(cmd_monitor))
+    p.set_defaults(handler=guard(cmd_monitor))
 
     report = subparsers.add_parser("report", help="reports")
     rsub = report.add_subparsers(dest="report_command", required=True)
@@ -141,4 +128,4 @@ def register(subparsers) -> None:
     p.add_argument("--subject", required=True)
     p.add_argument("--session")
     p.add_argument("--out", required=True)
-    p.set_defaults(handler=_guard(cmd_item_analysis))
+    p.set_defaults(handler=guard(cmd_item_analysis))

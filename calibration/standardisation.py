@@ -40,7 +40,7 @@ from marking.policy import policy_for_item
 from marking.scores import check_mark, format_points, from_cp, parse_points
 
 from . import config
-from .common import leader, lease, seen, subjective_item
+from .common import leader, seen, subjective_item
 
 PURPOSES = ("practice", "qualification", "seed")
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from .checksums import sha256_file
 from . import ledger
 from .batches import find_subject
 from .models import (AnswerKey, AnswerKeySignoff, Candidate, Card, ExamSession, Item, ObjectiveAnswer, PageImage,
@@ -228,14 +229,6 @@ def _read_manifest(path: Path, problems: list[str]) -> dict[str, str]:
     return entries
 
 
-def _sha_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_export(path: str | os.PathLike) -> BagVerification:
     """Validate a bag: structure, both manifests, Payload-Oxum, no added or missing files."""
     bag = Path(path)
@@ -261,7 +254,7 @@ def verify_export(path: str | os.PathLike) -> BagVerification:
             problems.append(f"{name} is listed in the manifest but missing")
             continue
         octets += file.stat().st_size
-        if _sha_file(file) != digest:
+        if sha256_file(file) != digest:
             problems.append(f"{name} does not match its checksum (modified)")
     on_disk = {str(p.relative_to(bag)).replace(os.sep, "/") for p in (bag / "data").rglob("*") if p.is_file()}
     for extra in sorted(on_disk - set(manifest)):
@@ -270,7 +263,7 @@ def verify_export(path: str | os.PathLike) -> BagVerification:
         file = bag / name
         if not file.is_file():
             problems.append(f"tag file {name} is missing")
-        elif _sha_file(file) != digest:
+        elif sha256_file(file) != digest:
             problems.append(f"tag file {name} does not match its checksum (modified)")
     info = {}
     for line in (bag / "bag-info.txt").read_text(encoding="utf-8").splitlines():

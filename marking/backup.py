@@ -13,7 +13,6 @@ row counts match.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -26,20 +25,13 @@ from typing import Callable
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from .checksums import sha256_file
 from . import ledger, migrate
 from .models import Base
 
 
 class BackupError(RuntimeError):
     pass
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def table_counts(db) -> dict[str, int]:
@@ -99,7 +91,7 @@ def create_backup(db, settings, *, label: str = "scheduled") -> Path:
     if checkpoints.exists():
         shutil.copyfile(checkpoints, target / ledger.CheckpointStore.FILE_NAME)
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    sums = [f"{_sha256_file(p)}  {p.name}" for p in sorted(target.iterdir())]
+    sums = [f"{sha256_file(p)}  {p.name}" for p in sorted(target.iterdir())]
     (target / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     if settings.backup_copy_dir:
         shutil.copytree(target, Path(settings.backup_copy_dir) / target.name)
@@ -119,7 +111,7 @@ def verify_backup(directory: Path) -> dict:
         path = directory / name
         if not path.exists():
             raise BackupError(f"{name} is listed in SHA256SUMS but missing")
-        if _sha256_file(path) != digest:
+        if sha256_file(path) != digest:
             raise BackupError(f"{name} does not match its checksum: the backup is damaged")
     extra = {p.name for p in directory.iterdir()} - listed - {"SHA256SUMS"}
     if extra:

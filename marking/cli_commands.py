@@ -14,6 +14,21 @@ from . import backup, examspec, ledger, migrate, users
 from .config import ConfigError
 
 
+def guard(fn):
+    """Turn a service's refusal into a one-line error and exit status 2 (no traceback)."""
+    from .access import NotAllowed
+    from .scores import ScoreError
+
+    def handler(args, ctx) -> int:
+        try:
+            return fn(args, ctx)
+        except (NotAllowed, LookupError, ScoreError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    handler.__name__ = fn.__name__
+    return handler
+
+
 def _print_json(value) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True))
 

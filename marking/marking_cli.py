@@ -13,9 +13,8 @@ import uuid
 from sqlalchemy import select
 
 from . import course_results, dispatch, submission, totals
-from .access import NotAllowed
+from .cli_commands import guard
 from .models import Item, User
-from .scores import ScoreError
 
 
 def _user_id(db, username: str) -> int:
@@ -74,27 +73,16 @@ def cmd_mark_submit(args, ctx) -> int:
     return 0
 
 
-def _guard(fn):
-    def handler(args, ctx) -> int:
-        try:
-            return fn(args, ctx)
-        except (NotAllowed, LookupError, ScoreError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    handler.__name__ = fn.__name__
-    return handler
-
-
 def register(subparsers) -> None:
     results = subparsers.add_parser("results", help="verify and export results")
     rsub = results.add_subparsers(dest="results_command", required=True)
     verify = rsub.add_parser("verify", help="scripts with items not marked, unresolved, or totals that do not recompute")
     verify.add_argument("--subject", help="subject code (default: all subjects)")
-    verify.set_defaults(handler=_guard(cmd_results_verify))
+    verify.set_defaults(handler=guard(cmd_results_verify))
     export = rsub.add_parser("export", help="course results CSV (exam, process, composite, pass)")
     export.add_argument("--subject", required=True)
     export.add_argument("--out", required=True)
-    export.set_defaults(handler=_guard(cmd_results_export))
+    export.set_defaults(handler=guard(cmd_results_export))
 
     mark = subparsers.add_parser("mark", help="scripted marking (demo driving)")
     msub = mark.add_subparsers(dest="mark_command", required=True)
@@ -103,7 +91,7 @@ def register(subparsers) -> None:
     nxt.add_argument("--item", required=True)
     nxt.add_argument("--subject")
     nxt.add_argument("--queue", default="marking", choices=sorted(dispatch.QUEUES))
-    nxt.set_defaults(handler=_guard(cmd_mark_next))
+    nxt.set_defaults(handler=guard(cmd_mark_next))
     sub = msub.add_parser("submit", help="submit a score for a claimed task")
     sub.add_argument("--user", required=True)
     sub.add_argument("--token", required=True)
@@ -111,4 +99,4 @@ def register(subparsers) -> None:
     sub.add_argument("--code", choices=["NR", "OT", "IL", "RF"], help="condition code (scores 0)")
     sub.add_argument("--flag", action="append", choices=list(submission.ABNORMAL_FLAGS))
     sub.add_argument("--request-id", help="client request id (idempotent retries)")
-    sub.set_defaults(handler=_guard(cmd_mark_submit))
+    sub.set_defaults(handler=guard(cmd_mark_submit))

@@ -14,7 +14,7 @@ import hashlib
 import math
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import ledger

@@ -11,7 +11,6 @@ technicians (tech1 proposes, tech2 confirms).
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from sqlalchemy import select
 
 from marking import answer_keys, batches, spotcheck
-from marking.models import Candidate, CardTemplate, Registration, Subject, User
+from marking.models import Candidate, CardTemplate, Registration, User
 from marking.storage import open_store
 
 REPO = Path(__file__).resolve().parents[1]

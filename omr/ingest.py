@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
 
 from marking import batches, events, ledger
 from marking.models import Card, RegisterEntry, ScanBatch

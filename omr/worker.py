@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -239,7 +238,13 @@ def run_from_args(args, settings=None) -> int:
         from marking.config import load_settings
         settings = load_settings()
     db = Database(args.database_url or settings.database_url)
-    store = LocalImageStore(args.image_store or settings.image_store)
+    location = str(args.image_store or settings.image_store)
+    if location.startswith("s3://"):   # S3-compatible store (marking.storage.S3ImageStore)
+        from marking.config import load_settings
+        from marking.storage import open_store
+        store = open_store((settings or load_settings()).with_overrides(image_store=location))
+    else:
+        store = LocalImageStore(location)
     worker = Worker(db, store, args.node, lease_seconds=args.lease_seconds, heartbeat_every=args.heartbeat_seconds,
                     poll_seconds=args.poll_seconds, claim_batch=args.claim_batch, exit_when_idle=args.exit_when_idle,
                     read_delay=args.read_delay)
