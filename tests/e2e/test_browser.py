@@ -115,11 +115,42 @@ def test_security_headers_and_no_inline_script_errors(browser, server):
     assert not [e for e in errors if "Content Security Policy" in e]
 
 
-def test_technician_upload_progress(browser, server):
-    """(b) Upload a small batch and watch the progress bar reach 100 % — needs the batch ingest service."""
-    from web.technician import ingest_service
-    if ingest_service() is None:
-        pytest.skip("batch ingest (marking.ingest) has not landed yet; the upload screen says so")
+def test_technician_upload_progress(browser, server, tmp_path):
+    """(b) Upload a small batch in the browser; two OMR node threads read it against the server's
+    database; the ingest and both read-pass bars reach 100 % live (Socket.IO), without a reload."""
+    import threading
+
+    from marking import batches
+    from omr.worker import Worker
+    from tests.batches.batch_cards import small_template
+    from tests.batches.batch_helpers import write_cards
+
+    db, settings = server["db"], server["settings"]
+    batches.attach_template(db, "00015", small_template())
+    folder = tmp_path / "scans"
+    write_cards(folder, [f"4501262{n:05d}" for n in range(1, 5)], 4)
     page = open_as(browser, server["base"], "tech")
     page.goto(server["base"] + "/technician/")
-    expect(page.locator("h1")).to_be_visible()
+    page.select_option('select[name="subject"]', "00015")
+    page.set_input_files('#upload-form input[name="files"][multiple]', sorted(str(p) for p in folder.iterdir()))
+    page.click("#upload-button")
+    page.wait_for_url("**/technician/batches/*")
+    expect(page.locator("#live-status")).to_have_class("live on")
+    expect(page.locator("#ingest-pct")).to_have_text("100", timeout=30_000)
+    expect(page.locator("#node-notice")).to_be_visible()          # no OMR node yet: the page says so
+    store = LocalImageStore(settings.image_store)
+    workers = [Worker(db, store, node, poll_seconds=0.05) for node in ("omr-a", "omr-b")]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        expect(page.locator("#read1-pct")).to_have_text("100", timeout=60_000)
+        expect(page.locator("#read2-pct")).to_have_text("100", timeout=60_000)
+        expect(page.locator("#read2-count")).to_have_text("4 / 4")
+        expect(page.locator("#b-complete")).to_be_visible()
+        page.screenshot(path=str(OUTPUT / "technician-upload-progress.png"), full_page=True)
+    finally:
+        for w in workers:
+            w.stopping.set()
+        for t in threads:
+            t.join(30)

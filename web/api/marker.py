@@ -22,6 +22,20 @@ from ..ui import db
 from . import bp
 
 WORKERS = ("marker", "team_leader")
+CALIBRATION_QUEUES = ("trial", "qualification", "practice")
+
+
+def deal(user_id: int, item_id: int, queue: str):
+    """The next task of a queue: normal dispatch, or calibration (trial, qualification, practice)."""
+    if queue == "trial":
+        from calibration import scheme
+        return scheme.next_trial_task(db(), user_id, item_id)
+    if queue in ("qualification", "practice"):
+        from calibration import standardisation
+        if queue == "qualification":
+            standardisation.start_attempt(db(), user_id, item_id)   # opens or continues the attempt
+        return standardisation.next_task(db(), user_id, item_id, queue)
+    return dispatch.claim_next(db(), user_id, item_id, queue=queue)
 
 
 def body() -> dict[str, Any]:
@@ -50,10 +64,10 @@ def my_items():
 def claim(item_id: int):
     """Deal the next response of the item under a lease (queue: marking, arbitration, extra, review)."""
     queue = body().get("queue", "marking")
-    if queue not in dispatch.QUEUES:
+    if queue not in dispatch.QUEUES and queue not in CALIBRATION_QUEUES:
         return error_response(422, "bad_queue", f"unknown queue {queue!r}")
     try:
-        view = dispatch.claim_next(db(), g.user.id, item_id, queue=queue)
+        view = deal(g.user.id, item_id, queue)
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message
         return service_error(exc)
     return jsonify(task=task_json(view), empty=view is None)
@@ -80,8 +94,10 @@ def submit():
     item_id = data.get("item_id")
     if data.get("next") and isinstance(item_id, int):
         try:
-            out["next"] = task_json(dispatch.claim_next(db(), g.user.id, item_id,
-                                                        queue=data.get("queue", "marking")))
+            queue = data.get("queue", "marking")
+            if queue not in dispatch.QUEUES and queue not in CALIBRATION_QUEUES:
+                queue = "marking"
+            out["next"] = task_json(deal(g.user.id, item_id, queue))
         except Exception as exc:  # noqa: BLE001 - the mark is saved; say why nothing follows
             out["next"] = None
             out["next_error"] = str(exc)

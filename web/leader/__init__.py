@@ -107,3 +107,5 @@ def duty(item_id: int, user_id: int):
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+
+from . import calibration as _calibration  # noqa: E402,F401  (routes register on bp)

@@ -28,6 +28,19 @@ def workbench(item_id: int):
     return render_workbench(item_id, "marking", ("marker",))
 
 
+@bp.route("/items/<int:item_id>/qualify")
+@roles("marker", "team_leader")
+def qualify(item_id: int):
+    """Qualification set through the normal workbench (calibration.standardisation.next_task)."""
+    return render_workbench(item_id, "qualification", ("marker",))
+
+
+@bp.route("/items/<int:item_id>/practice")
+@roles("marker", "team_leader")
+def practice(item_id: int):
+    return render_workbench(item_id, "practice", ("marker",))
+
+
 def render_workbench(item_id: int, queue: str, duties: tuple[str, ...]):
     item = queries.item_info(db(), item_id)
     if item is None or item["kind"] != "subjective":
