@@ -35,7 +35,8 @@ from marking.access import NotAllowed, active_user
 from marking.adjudication import chain_marks, final_of, lock_response
 from marking.centre_time import now_or
 from marking.dispatch import cancel_open_tasks, ensure_task
-from marking.models import CalibrationResult, ItemDuty, Mark, MarkerSuspension, MarkTask, Qualification
+from marking.models import (CalibrationResult, ItemDuty, Mark, MarkerSuspension, MarkTask, Qualification,
+                            StandardisationResponse)
 
 from .common import LIVE_MARK_KINDS, leader, monitoring_start
 
@@ -52,6 +53,12 @@ def blast_radius_start(session: Session, user_id: int, item_id: int) -> dt.datet
     return last_pass or since
 
 
+def has_qualification_set(session: Session, item_id: int) -> bool:
+    return session.execute(select(StandardisationResponse.id).where(
+        StandardisationResponse.item_id == item_id, StandardisationResponse.purpose == "qualification",
+        StandardisationResponse.active.is_(True)).limit(1)).scalar() is not None
+
+
 def suspend_in_session(session: Session, user_id: int, item_id: int, *, cause: str, detail: dict[str, Any],
                        actor_id: int | None, now: dt.datetime) -> MarkerSuspension:
     duties = session.execute(select(ItemDuty).where(ItemDuty.user_id == user_id, ItemDuty.item_id == item_id,
@@ -61,15 +68,17 @@ def suspend_in_session(session: Session, user_id: int, item_id: int, *, cause: s
     for duty in duties:
         duty.status, duty.status_reason, duty.updated_at = "suspended", f"suspended: {cause}", now
     since = blast_radius_start(session, user_id, item_id)
-    latest = session.execute(select(Qualification).where(Qualification.user_id == user_id,
-                                                         Qualification.item_id == item_id)
-                             .order_by(Qualification.attempt.desc()).limit(1)).scalar_one_or_none()
-    if latest is not None and latest.status == "pending":
-        latest.status, latest.decided_at = "revoked", now
-    else:
-        session.add(Qualification(user_id=user_id, item_id=item_id, attempt=(latest.attempt if latest else 0) + 1,
-                                  status="revoked", decided_at=now,
-                                  detail=json.dumps({"reason": f"suspended: {cause}"})))
+    if has_qualification_set(session, item_id):
+        # Resuming needs re-qualification (issue 7); without a set there is nothing to re-take.
+        latest = session.execute(select(Qualification).where(Qualification.user_id == user_id,
+                                                             Qualification.item_id == item_id)
+                                 .order_by(Qualification.attempt.desc()).limit(1)).scalar_one_or_none()
+        if latest is not None and latest.status == "pending":
+            latest.status, latest.decided_at = "revoked", now
+        else:
+            session.add(Qualification(user_id=user_id, item_id=item_id,
+                                      attempt=(latest.attempt if latest else 0) + 1, status="revoked",
+                                      decided_at=now, detail=json.dumps({"reason": f"suspended: {cause}"})))
     # Leases back to the pool; injected calibration work cancelled.
     session.execute(update(MarkTask).where(MarkTask.item_id == item_id, MarkTask.marker_id == user_id,
                                            MarkTask.status == "leased", MarkTask.slot.in_(LIVE_MARK_KINDS))
@@ -154,7 +163,8 @@ def suspend(db, actor_id: int, user_id: int, item_id: int, *, note: str = "",
 
 def resume(db, actor_id: int, user_id: int, item_id: int, *, note: str = "",
            now: dt.datetime | None = None) -> None:
-    """The team leader lets a suspended marker re-qualify (dispatch waits for a passed attempt)."""
+    """The team leader lets a suspended marker back: through re-qualification where the
+    item has a qualification set (dispatch waits for a passed attempt), else directly."""
     now = now_or(now)
 
     def fn(session: Session) -> None:
@@ -165,15 +175,18 @@ def resume(db, actor_id: int, user_id: int, item_id: int, *, note: str = "",
                                                         ItemDuty.status == "suspended")).scalars().all()
         if not duties:
             raise ValueError("the marker is not suspended on this item")
+        status, reason = (("pending_qualification", "resumed: re-qualify") if has_qualification_set(session, item_id)
+                          else ("active", "resumed"))
         for duty in duties:
-            duty.status, duty.status_reason, duty.updated_at = "pending_qualification", "resumed: re-qualify", now
+            duty.status, duty.status_reason, duty.updated_at = status, reason, now
         open_rows = session.execute(select(MarkerSuspension).where(MarkerSuspension.user_id == user_id,
                                                                    MarkerSuspension.item_id == item_id,
                                                                    MarkerSuspension.resumed_at.is_(None))).scalars()
         for row in open_rows:
             row.resumed_at, row.resumed_by = now, boss.id
         ledger.append(session, actor_id=boss.id, action="marker.resumed", entity="user", entity_id=user_id,
-                      data={"item_id": item_id, "note": note[:400]}, at=now)
+                      data={"item_id": item_id, "note": note[:400], "status": status}, at=now)
+        events.publish(session, events.leader_topic(item_id), "duty.changed", {"item_id": item_id})
 
     db.run(fn)
 

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import events, ledger, totals
+from . import backup, events, ledger, totals
 from .access import NotAllowed, active_user, require_role
 from .batches import BatchError, TwoPersonError, find_subject
 from .models import (AnswerKey, AnswerKeySignoff, Card, Item, LedgerEvent, ObjectiveAnswer, Script, Subject)
@@ -221,9 +221,10 @@ def lock_key(db, key_id: int, user_id: int, *, now: dt.datetime | None = None, r
         return {"key_id": key.id, "version": key.version, "locked_hash": key.locked_hash,
                 "superseded": [o.id for o in previous], "subject": subject.code, "scored_scripts": scored or 0}
 
-    info = db.run(work, retry_integrity=False)
-    if rescore and info["superseded"] and info["scored_scripts"]:
-        info["rescore"] = score_subject(db, info["subject"], actor_id=user_id, reason="key_change")
+    with backup.change_window("key-change"):   # R-DATA-2: backups around a key change, if configured
+        info = db.run(work, retry_integrity=False)
+        if rescore and info["superseded"] and info["scored_scripts"]:
+            info["rescore"] = score_subject(db, info["subject"], actor_id=user_id, reason="key_change")
     return info
 
 

@@ -12,8 +12,10 @@ row counts match.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -191,3 +193,41 @@ class BackupScheduler:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- change windows (R-DATA-2)
+# "Backups before/after key changes and score-change windows": the composition root (the web
+# app or CLI) installs a hook when MC_BACKUP_ON_KEY_CHANGE is true; the services then wrap
+# their write in ``change_window(...)``. Without the hook (tests, default) it costs nothing.
+# The backup runs synchronously in the caller: a key lock or a score-change decision takes as
+# long as one backup (pg_dump) longer — these are rare, deliberate acts. A failed *before*
+# backup refuses the change (BackupError); a failed *after* backup is logged, since the
+# change is already committed (the next scheduled backup covers it).
+_change_hook: tuple | None = None
+_log = logging.getLogger("marking.backup")
+
+
+def install_change_backups(db, settings) -> None:
+    global _change_hook
+    _change_hook = (db, settings)
+
+
+def uninstall_change_backups() -> None:
+    global _change_hook
+    _change_hook = None
+
+
+@contextlib.contextmanager
+def change_window(kind: str):
+    """``with change_window("key-change"): ...`` → backups labelled before-/after-<kind>."""
+    hook = _change_hook
+    if hook is None:
+        yield
+        return
+    db, settings = hook
+    create_backup(db, settings, label=f"before-{kind}")
+    yield
+    try:
+        create_backup(db, settings, label=f"after-{kind}")
+    except Exception:  # noqa: BLE001 - the change is committed; report, don't undo
+        _log.exception("backup after %s failed; the next scheduled backup will cover it", kind)

@@ -19,7 +19,7 @@ from fractions import Fraction
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events, ledger, totals
+from . import backup, events, ledger, totals
 from .access import APPROVER_ROLES, CHANGE_ROLES, NotAllowed, active_user, require_leader_or_role, require_role
 from .adjudication import final_of, lock_response, record_resolution
 from .centre_time import now_or
@@ -138,7 +138,8 @@ def decide_change(db, approver_id: int, change_id: int, approve: bool, *, note: 
         events.publish(session, "authority", "score_change.decided", {"change_id": change.id})
         return change
 
-    return db.run(fn, retry_integrity=False)
+    with backup.change_window("score-change"):   # R-DATA-2: backups around a score change, if configured
+        return db.run(fn, retry_integrity=False)
 
 
 def pending_changes(db, user_id: int) -> list[ScoreChange]:

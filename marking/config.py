@@ -30,6 +30,24 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: str
@@ -45,6 +63,13 @@ class Settings:
     backup_copy_dir: Path | None
     backup_interval_hours: int
     extra: dict[str, str] = field(default_factory=dict)
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    log_format: str = "text"
+    backup_on_key_change: bool = False
+    trusted_proxies: int = 0
 
     @property
     def is_sqlite(self) -> bool:
@@ -98,4 +123,12 @@ def load_settings(data_dir: str | os.PathLike | None = None, env: dict[str, str]
         backup_dir=Path(env.get("MC_BACKUP_DIR") or base / "backups"),
         backup_copy_dir=Path(backup_copy) if backup_copy else None,
         backup_interval_hours=_int(env, "MC_BACKUP_INTERVAL_HOURS", 12, minimum=1),
+        s3_endpoint_url=env.get("MC_S3_ENDPOINT_URL") or None,
+        s3_region=env.get("MC_S3_REGION") or None,
+        metrics_token=env.get("MC_METRICS_TOKEN") or None,
+        metrics_allow=tuple(a.strip() for a in (env.get("MC_METRICS_ALLOW") or "127.0.0.1,::1").split(",")
+                            if a.strip()),
+        log_format=_choice(env, "MC_LOG_FORMAT", "text", ("text", "json")),
+        backup_on_key_change=_bool(env, "MC_BACKUP_ON_KEY_CHANGE", False),
+        trusted_proxies=_int(env, "MC_TRUSTED_PROXIES", 0, minimum=0),
     )

@@ -2,8 +2,8 @@
 
 The port is deliberately small (modelled on CTFd's uploaders): ``put`` returns the
 SHA-256 of the bytes, which is the object's only name; ``open``/``get`` read it back;
-``exists``; ``verify`` re-hashes what is stored (fixity audit). An S3 adapter (key =
-sha256, ``ChecksumAlgorithm="SHA256"``, Object Lock) comes later behind the same port.
+``exists``; ``verify`` re-hashes what is stored (fixity audit). ``S3ImageStore`` (key =
+sha256, ``ChecksumAlgorithm="SHA256"``, Object Lock on the bucket) implements the same port.
 
 ``LocalImageStore`` keeps ``<root>/ab/cd/<sha256>``. A write goes to a temporary file in
 the target directory, is fsynced, then ``os.replace``d into place and the directory is
@@ -19,6 +19,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -36,6 +37,10 @@ class StorageFullError(StorageError):
 
 class ObjectMissing(StorageError, FileNotFoundError):
     pass
+
+
+class ChecksumMismatch(StorageError):
+    """The bytes read back do not match the checksum recorded at upload (S3 store)."""
 
 
 def _check_sha(sha: str) -> str:
@@ -162,9 +167,170 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class S3ImageStore:
+    """Content-addressed objects in an S3-compatible bucket: key ``<prefix><sha256>``.
+
+    Uploads send ``ChecksumAlgorithm="SHA256"`` with the precomputed checksum, so the
+    service verifies the bytes it received and keeps the checksum; the sha256 is also
+    stored as object metadata (``mc-sha256``). An object that already exists is never
+    re-uploaded (``IfNoneMatch="*"`` guards the race; a store that rejects the
+    condition is treated like an existing object only after a HEAD confirms it).
+    For the 30-year originals enable bucket versioning + Object Lock (docs/deploy.md).
+    ``client`` lets tests inject a boto3 client; otherwise one is built from settings.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, client=None, endpoint_url: str | None = None,
+                 region: str | None = None, spool_limit: int = 64 * _CHUNK):
+        if not bucket:
+            raise ValueError("S3 image store needs a bucket name (s3://bucket/prefix)")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.spool_limit = spool_limit
+        if client is None:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise StorageError(errno.ENOPKG if hasattr(errno, "ENOPKG") else errno.ENOENT,
+                                   "MC_IMAGE_STORE is an s3:// URL but boto3 is not installed: "
+                                   "pip install 'marking-centre[s3]'") from exc
+            client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None,
+                                  config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                request_checksum_calculation="when_required",
+                                                response_checksum_validation="when_supported"))
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"S3ImageStore('s3://{self.bucket}/{self.prefix}')"
+
+    def key_for(self, sha: str) -> str:
+        return self.prefix + _check_sha(sha)
+
+    @staticmethod
+    def _code(exc) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _head(self, sha: str) -> dict | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key_for(sha), ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(errno.EIO, f"cannot reach image {sha} in {self!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(errno.EIO, f"cannot reach image {sha} in {self!r}: {exc}") from exc
+
+    def exists(self, sha: str) -> bool:
+        return self._head(sha) is not None
+
+    def put(self, data: bytes | BinaryIO, *, label: str = "") -> str:
+        """Upload bytes (or a binary stream) under their sha256; return it. Never overwrites."""
+        import base64
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        what = f" ({label})" if label else ""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body = bytes(data)
+            digest = hashlib.sha256(body)
+            spool: BinaryIO = io.BytesIO(body)
+        else:
+            digest = hashlib.sha256()
+            spool = tempfile.SpooledTemporaryFile(max_size=self.spool_limit)
+            for chunk in iter(lambda: data.read(_CHUNK), b""):
+                digest.update(chunk)
+                spool.write(chunk)
+            spool.seek(0)
+        sha = digest.hexdigest()
+        try:
+            if self.exists(sha):
+                return sha
+            checksum = base64.b64encode(digest.digest()).decode("ascii")
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self.key_for(sha), Body=spool,
+                                       ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+                                       Metadata={"mc-sha256": sha}, IfNoneMatch="*")
+            except ClientError as exc:
+                # 412: a racing writer stored the same bytes first; nothing to overwrite.
+                if self._code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict") \
+                        and self.exists(sha):
+                    return sha
+                if self._code(exc) in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+                    raise StorageError(errno.EIO, f"the store rejected image {sha}{what}: "
+                                                  f"checksum mismatch in transit") from exc
+                raise StorageError(errno.EIO, f"cannot store image{what} in {self!r}: {exc}") from exc
+            except BotoCoreError as exc:
+                raise StorageError(errno.EIO, f"cannot store image{what} in {self!r}: {exc}") from exc
+        finally:
+            spool.close()
+        return sha
+
+    def open(self, sha: str) -> BinaryIO:
+        return io.BytesIO(self.get(sha))
+
+    def get(self, sha: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key_for(sha), ChecksumMode="ENABLED")
+            return response["Body"].read()   # botocore checks the recorded SHA-256 while reading
+        except FlexibleChecksumError as exc:
+            raise ChecksumMismatch(errno.EIO, f"image {sha} in {self!r} does not match the checksum "
+                                              f"recorded at upload: {exc}") from exc
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectMissing(errno.ENOENT, f"image {sha} is not in the store {self!r}") from exc
+            raise StorageError(errno.EIO, f"cannot read image {sha} from {self!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(errno.EIO, f"cannot read image {sha} from {self!r}: {exc}") from exc
+
+    def verify(self, sha: str) -> bool:
+        """Re-hash the stored bytes; False if missing or altered (fixity audit).
+
+        Also compares the checksum the service recorded at upload, when it returns one.
+        """
+        import base64
+        try:
+            data = self.get(sha)
+        except (ObjectMissing, ChecksumMismatch):
+            return False
+        if hashlib.sha256(data).hexdigest() != sha:
+            return False
+        head = self._head(sha) or {}
+        recorded = head.get("ChecksumSHA256")
+        if recorded and "-" not in recorded:
+            return base64.b64decode(recorded).hex() == sha
+        return True
+
+
+def parse_s3_url(location: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ("bucket", "some/prefix")."""
+    if not location.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {location!r}")
+    bucket, _, prefix = location[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"MC_IMAGE_STORE={location!r} names no bucket (expected s3://bucket/prefix)")
+    return bucket, prefix
+
+
+_S3_STORES: dict[tuple, "S3ImageStore"] = {}
+_S3_LOCK = threading.Lock()
+
+
 def open_store(settings) -> ImageStore:
-    """The image store named by ``settings.image_store`` (a directory; S3 comes later)."""
+    """The image store named by ``settings.image_store``: a directory or ``s3://bucket/prefix``.
+
+    S3 connection settings: MC_S3_ENDPOINT_URL (any S3-compatible service), MC_S3_REGION;
+    credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID/…, a profile or a role).
+    """
     location = str(settings.image_store)
     if location.startswith("s3://"):
-        raise NotImplementedError("the S3 image store adapter is not part of this build; use a directory")
+        bucket, prefix = parse_s3_url(location)
+        endpoint, region = getattr(settings, "s3_endpoint_url", None), getattr(settings, "s3_region", None)
+        key = (bucket, prefix, endpoint, region)
+        with _S3_LOCK:   # boto3 clients are thread-safe and costly to build: one per location
+            store = _S3_STORES.get(key)
+            if store is None:
+                store = _S3_STORES[key] = S3ImageStore(bucket, prefix, endpoint_url=endpoint, region=region)
+        return store
     return LocalImageStore(location)

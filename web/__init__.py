@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     ``config`` overrides Flask config keys (tests: throttling limits, timeouts).
     Refuses to build in production without MC_SECRET_KEY (Settings.require_secret_key).
     """
-    from . import (admin, api, auth, errors, health, i18n, leader, live, marker, permissions,
+    from . import (admin, api, auth, errors, health, i18n, leader, live, logs, marker, metrics, permissions,
                    security, technician, ui)
 
     settings = settings or load_settings()
@@ -49,9 +49,19 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     )
     if config:
         app.config.update(config)
+    app.config.setdefault("MC_TRUSTED_PROXIES", settings.trusted_proxies)
+    if app.config["MC_TRUSTED_PROXIES"]:
+        # Behind nginx: take the client address from X-Forwarded-For (limiter keys, /metrics, logs).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["MC_TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["mc_db"] = db or Database(settings.database_url)
+    if settings.backup_on_key_change:   # R-DATA-2: backups around key locks and score-change decisions
+        from marking import backup
+        backup.install_change_backups(app.extensions["mc_db"], settings)
     calibration.install()  # the engine's calibration hooks (seeds, gates); idempotent
 
+    logs.init_app(app)
     errors.init_app(app)
     security.init_app(app)
     i18n.init_app(app)
@@ -59,6 +69,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     permissions.init_app(app)
     ui.init_app(app)
     health.init_app(app)
+    metrics.init_app(app)
     marker.init_app(app)
     leader.init_app(app)
     technician.init_app(app)

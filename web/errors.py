@@ -7,6 +7,7 @@ import logging
 from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from marking.access import LeaseError, NotAllowed
@@ -81,6 +82,16 @@ def init_app(app: Flask) -> None:
                     413: _("The upload is too large.")}
         return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"),
                               messages.get(exc.code, exc.description or exc.name))
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(OverflowError)
+    def _unstorable(exc: Exception):
+        # A request value the database cannot take (an id beyond 64 bits, a NUL character in
+        # a text field) is the client's error, not the server's: 422, never a 500.
+        log.info("refused unstorable value on %s %s: %s", request.method, request.path,
+                 str(exc).splitlines()[0][:200])
+        return error_response(422, "invalid", "A value in the request is out of range or contains "
+                                              "characters that cannot be stored.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

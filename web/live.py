@@ -28,6 +28,7 @@ from flask import Flask, current_app, request
 from flask_socketio import SocketIO, join_room
 from sqlalchemy import func, select
 
+from marking.config import ConfigError
 from marking.models import OutboxEvent
 
 from . import queries
@@ -37,8 +38,8 @@ log = logging.getLogger("web.live")
 REPLAY_LIMIT = 500
 
 
-class ConfigurationError(RuntimeError):
-    pass
+class ConfigurationError(ConfigError):
+    """MC_REDIS_URL is unusable; the CLI prints it as a configuration error (exit 2)."""
 
 
 def check_redis(url: str) -> None:

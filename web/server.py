@@ -33,7 +33,11 @@ class Server(BaseApplication):
         return app
 
 
-def gunicorn_options(host: str, port: int, threads: int) -> dict:
+def gunicorn_options(host: str, port: int, threads: int, log_format: str = "text") -> dict:
+    if log_format == "json":
+        # One JSON line per event; web.logs writes the request log, so no gunicorn access log.
+        from .logs import logging_dict
+        return {**gunicorn_options(host, port, threads), "accesslog": None, "logconfig_dict": logging_dict("json")}
     return {
         "bind": f"{host}:{port}",
         "workers": 1,                      # never more: Socket.IO sessions live in the process
@@ -52,7 +56,12 @@ def gunicorn_options(host: str, port: int, threads: int) -> dict:
 def serve(ctx, *, host: str = "127.0.0.1", port: int = 5000, threads: int = 64, migrate_db: bool = True) -> int:
     settings = ctx.settings
     settings.require_secret_key()   # refuse to start in production without MC_SECRET_KEY
-    if settings.redis_url:
+    if settings.log_format == "json":
+        import logging.config
+
+        from .logs import logging_dict
+        logging.config.dictConfig(logging_dict("json"))
+    if settings.redis_url:   # fail before binding: no redis package or no PING ⇒ no start
         from .live import check_redis
         check_redis(settings.redis_url)
     if migrate_db:
@@ -65,7 +74,7 @@ def serve(ctx, *, host: str = "127.0.0.1", port: int = 5000, threads: int = 64, 
         return create_app(settings, ctx.db)
 
     print(f"Marking centre web workbench on http://{host}:{port}/ (gunicorn -w 1 --threads {threads})", flush=True)
-    Server(factory, gunicorn_options(host, port, threads)).run()
+    Server(factory, gunicorn_options(host, port, threads, settings.log_format)).run()
     return 0
 
 

@@ -17,17 +17,18 @@ from webhelpers import PASSWORD, TOTP_SECRET, png
 from conftest import OUTPUT
 
 pytestmark = pytest.mark.slow
-_used_steps: list[int] = []
+_last_step: dict[str, int] = {}
 
 
-def totp_code() -> str:
-    """A TOTP code not used before in this run (the server refuses a replayed code)."""
+def totp_code(username: str) -> str:
+    """A TOTP code newer than the last one this user used (the server accepts each user's steps only
+    in increasing order: no replay); the earliest such step keeps later ones for later logins."""
     totp = pyotp.TOTP(TOTP_SECRET)
     now = dt.datetime.now(dt.timezone.utc)
-    for k in (0, 1, -1):
+    for k in (-1, 0, 1):
         moment = now + dt.timedelta(seconds=30 * k)
-        if totp.timecode(moment) not in _used_steps:
-            _used_steps.append(totp.timecode(moment))
+        if totp.timecode(moment) > _last_step.get(username, -1):
+            _last_step[username] = totp.timecode(moment)
             return totp.at(moment)
     raise AssertionError("no unused TOTP step")
 
@@ -40,7 +41,7 @@ def open_as(browser, base, username):
     page.fill('input[name="password"]', PASSWORD)
     page.press('input[name="password"]', "Enter")
     if "/auth/mfa" in page.url or page.locator('input[name="code"]').count():
-        page.fill('input[name="code"]', totp_code())
+        page.fill('input[name="code"]', totp_code(username))
         page.press('input[name="code"]', "Enter")
     expect(page.locator("#logout")).to_be_visible()
     return page
@@ -154,3 +155,45 @@ def test_technician_upload_progress(browser, server, tmp_path):
             w.stopping.set()
         for t in threads:
             t.join(30)
+
+
+def test_calibration_statistics_live(browser, server):
+    """Issue 7: the team leader watches a marker's statistics (and plots) change live when a mark
+    arrives, without reloading the calibration page."""
+    import re
+
+    from calibration import stats
+    from marking import dispatch, submission
+
+    base, world, db, settings = server["base"], server["world"], server["db"], server["settings"]
+    simulate.create_responses_for_testing(db, world.subject_code, 2, seed=11, schools=("S08",))
+    sha = LocalImageStore(settings.image_store).put(png("calibration live"))
+    with db.write() as s:
+        for r in s.execute(select(Response).where(Response.image_sha256.is_(None))).scalars():
+            r.image_sha256 = sha
+    m2 = world.users["marker2"]
+    before = next((m["count"] for m in stats.marker_statistics(db, world.item_id)["markers"]
+                   if m["user_id"] == m2), 0)
+
+    page = open_as(browser, base, "leader")
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/leader/items/{world.item_id}/calibration")
+    expect(page.locator("#live-status")).to_have_class("live on")
+    row = page.locator(f'#statistics tr[data-user="{m2}"]')
+    if before:
+        expect(row.locator(".s-count")).to_have_text(str(before))
+    else:
+        expect(row).to_have_count(0)
+    page.evaluate("window.__notReloaded = true")
+
+    view = dispatch.claim_next(db, m2, world.item_id)
+    submission.submit_mark(db, m2, view.token, "4", request_id="e2e-calibration-live")
+
+    expect(row.locator(".s-count")).to_have_text(str(before + 1), timeout=15_000)   # live, no reload
+    expect(row.locator(".s-username")).to_have_text("marker2")
+    expect(page.locator("#calibration-live img.plot")).to_have_attribute("src", re.compile(r"[?&]v=\d+"))
+    expect(row.locator("img.live-plot").first).to_have_attribute("src", re.compile(r"/validity\.png(\?v=\d+)?$"))
+    assert page.evaluate("window.__notReloaded === true")
+    assert not errors, errors
+    page.locator("#calibration-live").screenshot(path=str(OUTPUT / "calibration-live.png"))

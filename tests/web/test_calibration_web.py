@@ -71,3 +71,27 @@ def test_item_analysis_export(app, world):
     leader = login(app, "leader")
     r = leader.get(f"/leader/items/{world.item_id}/calibration/analysis.html")
     assert r.status_code == 200 and b"<html" in r.data.lower()
+
+
+def test_statistics_json_for_the_leader_only(app, db, world):
+    """The live table's JSON: the same rows as the page (stats.marker_statistics), leader/admin only."""
+    m1 = world.users["marker1"]
+    view = dispatch.claim_next(db, m1, world.item_id)
+    submission.submit_mark(db, m1, view.token, "5", request_id="stats-json")
+    url = f"/leader/items/{world.item_id}/calibration/statistics"
+    leader = login(app, "leader")
+    r = leader.get(url)
+    assert r.status_code == 200 and r.is_json
+    from calibration import stats
+    expected = {m["user_id"]: m for m in stats.marker_statistics(db, world.item_id)["markers"]}
+    rows = {m["user_id"]: m for m in r.get_json()["markers"]}
+    assert set(rows) == set(expected) and m1 in rows
+    for key in ("username", "count", "mean", "exact", "seeds", "validity", "seed_bias"):
+        assert rows[m1][key] == expected[m1][key], key
+    assert rows[m1]["count"] == 1 and rows[m1]["username"] == "marker1"
+    assert rows[m1]["alarm"] is None and rows[m1]["alarm_label"]
+    assert login(app, "admin").get(url).status_code == 200
+    assert login(app, "marker1").get(url).status_code == 403
+    assert leader.get(f"/leader/items/{world.item2_id}/calibration/statistics").status_code == 403
+    page = leader.get(f"/leader/items/{world.item_id}/calibration").get_data(as_text=True)
+    assert f'data-user="{m1}"' in page and "calibration.js" in page

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import abort, g, jsonify, request
 from sqlalchemy import select
 
-from marking import dispatch, events, ledger
+from calibration import suspension
+from marking import dispatch
 from marking.models import ItemDuty, RegisterEntry, Response
-from marking.models.base import utcnow
 
 from .. import queries
 from ..errors import error_response
@@ -73,23 +73,20 @@ def set_duty(item_id: int, user_id: int):
     reason = str(data.get("reason") or "")[:200]
     if status not in ("active", "suspended"):
         return error_response(422, "bad_status", "status must be active or suspended")
-    return jsonify(ok=True, status=change_duty(item_id, user_id, status, reason))
+    try:
+        return jsonify(ok=True, status=change_duty(item_id, user_id, status, reason))
+    except ValueError as exc:  # already suspended / not suspended: a clear 409, nothing changed
+        return error_response(409, "duty_unchanged", str(exc))
 
 
 def change_duty(item_id: int, user_id: int, status: str, reason: str) -> str:
-    # Gap: the engine has no duty service yet; this is the whole of the change.
-    with db().write() as s:
-        duty = s.execute(select(ItemDuty).where(ItemDuty.item_id == item_id, ItemDuty.user_id == user_id,
-                                                ItemDuty.duty == "marker")).scalar_one_or_none()
-        if duty is None:
-            abort(404)
-        if duty.status != status:
-            before = duty.status
-            duty.status, duty.status_reason, duty.updated_at = status, reason or None, utcnow()
-            ledger.append(s, actor_id=g.user.id, action=f"duty.{'suspended' if status == 'suspended' else 'resumed'}",
-                          entity="item_duty", entity_id=duty.id,
-                          data={"item_id": item_id, "user_id": user_id, "before": before, "after": status,
-                                "reason": reason})
-            events.publish(s, events.leader_topic(item_id), "duty.changed", {"item_id": item_id})
-            events.publish(s, events.item_topic(item_id), "duty.changed", {"item_id": item_id})
-        return duty.status
+    """Suspend or resume through calibration.suspension: suspending holds dispatch and
+    re-queues the marker's marks since their last passed seed (issue 7); both go through
+    the ledger. Returns the marker's duty status afterwards."""
+    if status == "suspended":
+        suspension.suspend(db(), g.user.id, user_id, item_id, note=reason)
+    else:
+        suspension.resume(db(), g.user.id, user_id, item_id, note=reason)
+    with db().read() as s:
+        return s.execute(select(ItemDuty.status).where(ItemDuty.item_id == item_id, ItemDuty.user_id == user_id,
+                                                       ItemDuty.duty == "marker")).scalar_one()

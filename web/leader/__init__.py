@@ -100,7 +100,11 @@ def duty(item_id: int, user_id: int):
     status = request.form.get("status")
     if status not in ("active", "suspended"):
         abort(422)
-    change_duty(item_id, user_id, status, request.form.get("reason", ""))
+    try:
+        change_duty(item_id, user_id, status, request.form.get("reason", ""))
+    except ValueError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("leader.item", item_id=item_id))
     flash(_("Marker suspended.") if status == "suspended" else _("Marker resumed."), "ok")
     return redirect(url_for("leader.item", item_id=item_id))
 

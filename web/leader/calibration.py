@@ -10,10 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from flask import abort, flash, g, redirect, render_template, request, send_file, url_for
+from flask import abort, flash, g, jsonify, redirect, render_template, request, send_file, url_for
 from flask_babel import gettext as _
 
-from calibration import plots, scheme, standardisation, stats, suspension
+from calibration import monitor, plots, scheme, standardisation, stats, suspension
 
 from .. import queries
 from ..permissions import roles
@@ -35,6 +35,35 @@ def _do(item_id: int, ok, fn):
     return _back(item_id)
 
 
+STAT_KEYS = ("user_id", "username", "count", "mean", "exact", "seeds", "validity", "seed_bias", "pairs")
+
+
+def _alarm_label(cause: str | None) -> str:
+    return {"validity": _("Validity alarm"), "drift": _("Drift alarm")}.get(cause or "", _("No alarm"))
+
+
+def marker_rows(item_id: int) -> dict:
+    """The marker statistics table: stats.marker_statistics plus each marker's current alarm
+    (calibration.monitor.evaluate, the check the monitor suspends on)."""
+    data = stats.marker_statistics(db(), item_id)
+    rows = []
+    with db().read() as session:
+        for m in data["markers"]:
+            cause = monitor.evaluate(session, m["user_id"], item_id).cause
+            rows.append({**{k: m.get(k) for k in STAT_KEYS}, "alarm": cause, "alarm_label": _alarm_label(cause)})
+    return {"group": data["group"], "markers": rows}
+
+
+@bp.route("/items/<int:item_id>/calibration/statistics")
+@roles(*LEADERS)
+def statistics(item_id: int):
+    """The marker statistics table as JSON, for the page's live refresh (calibration.js)."""
+    _require(item_id)
+    response = jsonify(marker_rows(item_id))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
 @bp.route("/items/<int:item_id>/calibration")
 @roles(*LEADERS)
 def calibration(item_id: int):
@@ -45,7 +74,7 @@ def calibration(item_id: int):
     return render_template("leader/calibration.html", item=info, versions=scheme.versions(db(), item_id),
                            trial=scheme.trial_marks(db(), item_id), sets=standardisation.sets(db(), item_id),
                            qualification=standardisation.qualification_status(db(), item_id),
-                           statistics=stats.marker_statistics(db(), item_id),
+                           statistics=marker_rows(item_id),
                            suspensions=suspension.suspensions(db(), item_id))
 
 

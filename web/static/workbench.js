@@ -92,6 +92,8 @@
     if (!task || busy) { return; }
     if (!validate()) { if (!code && score.value.trim() === "") { say(t.invalid_score, "error"); } score.focus(); return; }
     busy = true;
+    // Nothing can be typed into a submitted task: the box comes back with the next one (show).
+    score.disabled = true; $("submit").disabled = true;
     requestId = requestId || (window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
     var flags = Array.prototype.map.call(document.querySelectorAll('input[name="flag"]:checked'), function (c) { return c.value; });
     MC.api("POST", d.submitUrl, {token: task.token, score: code ? null : score.value.trim(), condition_code: code,
@@ -104,6 +106,7 @@
         refreshSide();
       }, function (e) {
         busy = false;
+        score.disabled = false; $("submit").disabled = false;
         if (e.error === "lease_lost") { say(t.lease_lost, "error"); claim(); return; }
         if (e.status === 0) { say(t.network, "error"); return; }      // same request id on retry: idempotent
         requestId = null; say(e.message, "error"); score.focus();
