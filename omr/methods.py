@@ -14,7 +14,7 @@ import numpy as np
 
 from . import decide as dec
 from .layout import PageLayout
-from .measure import dark_share, disk_pixels, fill_a
+from .measure import dark_share, disk_darkness, disk_pixels, fill_a
 from .registration import Fiducials
 from .settings import Settings
 from .workimage import WorkImage
@@ -43,7 +43,7 @@ def measure_a(work: WorkImage, centres: np.ndarray, radius: float, layout: PageL
     mask[[cf, cb]] = False
     # blank baseline: the card's own bubbles (mostly blank); pages without candidate
     # bubbles fall back to the printed blank calibration bubble
-    base_level = float(np.median(raw[mask])) if mask.any() else float(raw[cb])
+    base_level = dec.median(raw[mask]) if mask.any() else float(raw[cb])
     scale = raw[cf] - base_level
     if not scale > 0.3:
         scale = _ink_darkness(fid)   # calibration bubble unusable (flagged by calibrate)
@@ -56,7 +56,7 @@ def measure_b(work: WorkImage, centres: np.ndarray, radius: float, layout: PageL
               fid: Fiducials, settings: Settings) -> Measured:
     cf, cb = layout.calibration_filled, layout.calibration_blank
     pixels, paper_local = disk_pixels(work, centres, radius * 0.68)
-    darkness = 1.0 - pixels.mean(axis=1) / paper_local
+    darkness = disk_darkness(pixels, paper_local)
     solid = float(darkness[cf])
     if not solid > 0.3:
         solid = _ink_darkness(fid)
@@ -67,7 +67,7 @@ def measure_b(work: WorkImage, centres: np.ndarray, radius: float, layout: PageL
     mask = np.ones(darkness.size, bool)
     mask[[cf, cb]] = False
     clear = mask & (faint > 0.6)
-    mark_dark = float(np.median(darkness[clear])) if clear.sum() >= 3 else 0.7 * solid
+    mark_dark = dec.median(darkness[clear]) if clear.sum() >= 3 else 0.7 * solid
     mark_dark = float(np.clip(mark_dark, 0.25 * solid, solid))
     mark_cut = 1.0 - 0.6 * mark_dark
     primary = dark_share(pixels, paper_local, mark_cut)

@@ -18,7 +18,7 @@ from . import decide as dec
 from .flags import Reason
 from .ids import describe_candidate_number, read_code128, validate_candidate_number
 from .imageio import Decoded, decode_bytes, from_array
-from .layout import PageLayout, page_layout
+from .layout import Group, PageLayout, page_layout
 from .measure import find_streaks, local_search, square_darkness
 from .methods import measure_a, measure_b
 from .registration import Registration, RegistrationError, find_fiducials, register_a, register_b
@@ -85,7 +85,7 @@ def _error(base: dict[str, Any], reason: Reason, detail: str) -> dict[str, Any]:
     return base
 
 
-def _decode(image: ImageInput, settings: Settings) -> Decoded:
+def _decode(image: ImageInput, settings: Settings, sha256: str | None) -> Decoded:
     if isinstance(image, np.ndarray):
         return from_array(image, settings)
     if isinstance(image, (str, Path)):
@@ -93,15 +93,16 @@ def _decode(image: ImageInput, settings: Settings) -> Decoded:
             data = Path(image).read_bytes()
         except OSError as exc:
             return Decoded(None, None, None, 0, error=Reason.NOT_AN_IMAGE, detail=f"cannot read file: {exc}")
-        return decode_bytes(data, settings)
-    return decode_bytes(bytes(image), settings)
+        return decode_bytes(data, settings, sha256)
+    return decode_bytes(bytes(image), settings, sha256)
 
 
 def read_card(image: ImageInput, template: Template, method: str = "a", *,
               page: int | None = None, roll: Collection[str] | None = None,
               expected_subject: str | None = None,
               settings: Settings = DEFAULT_SETTINGS,
-              include_geometry: bool = True) -> dict[str, Any]:
+              include_geometry: bool = True,
+              input_sha256: str | None = None) -> dict[str, Any]:
     """Read one scanned page. Never raises for bad input: returns a reading with
     ``status`` "error" and ``error.reason`` instead.
 
@@ -110,10 +111,12 @@ def read_card(image: ImageInput, template: Template, method: str = "a", *,
     page:   page code expected (checked against the printed page code), optional.
     roll:   candidate numbers of the batch roll (R-OMR-8), optional.
     expected_subject: subject code of the batch, optional.
+    input_sha256: sha256 hex digest of the input bytes (bytes or file input) when the caller
+            already computed it; it is recorded as is, not checked. Computed when absent.
     """
     if method not in RECOGNITION_VERSIONS:
         raise ValueError(f"method must be 'a' or 'b', got {method!r}")
-    decoded = _decode(image, settings)
+    decoded = _decode(image, settings, input_sha256)
     base = _base(template, method, settings, decoded)
     if decoded.error is not None:
         return _error(base, decoded.error, decoded.detail)
@@ -138,9 +141,15 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
                                 f"image aspect {aspect:.3f}, template page aspect {t_aspect:.3f}")
     dpi_guess = decoded.dpi_hint or float(np.sqrt(w * h / (pw * ph)) * 25.4)
     work = build_work_image(grey, dpi_guess, settings.work_dpi)
-    _check_blank(work, settings)
-    fid = find_fiducials(work, template, dpi_guess)
-    any_layout = page_layout(template, template.pages[0].code)
+    _check_blank(work, settings, paper_only=True)
+    try:
+        fid = find_fiducials(work, template, dpi_guess)
+    except RegistrationError:
+        # Found corner marks are ink, so a page is only worth the whole-page ink sample
+        # (blank page vs. marks not found) when the marks were not found.
+        _check_blank(work, settings)
+        raise
+    any_layout = _layout(template, template.pages[0].code)[0]
     register = register_a if method == "a" else register_b
     reg = register(work, template, any_layout, fid, settings.max_rms_mm, settings.min_timing_fraction)
     flags = _Flags()
@@ -194,26 +203,28 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
     edge_l, streak_l = at_edge.tolist(), on_streak.tolist()
     fill_l = _flist(measures["fill"])
     raw_l = {k: _flist(v) for k, v in raw_out.items()}
-    for g in layout.groups:
-        if g.kind == "calibration":
-            continue
-        idx = g.index_list
-        d = dec.decide_group(g.kind, g.labels, [st_l[i] for i in idx],
-                             [mg_l[i] for i in idx], settings.min_confidence)
+    for g, sel, options, grid in _layout(template, layout.page_code)[1]:
+        if type(sel) is slice:
+            sts, mgs = st_l[sel], mg_l[sel]
+            shifted, streaked = any(edge_l[sel]), any(streak_l[sel])
+        else:
+            sts, mgs = [st_l[i] for i in sel], [mg_l[i] for i in sel]
+            shifted, streaked = any(edge_l[i] for i in sel), any(streak_l[i] for i in sel)
+        d = dec.decide_group(g.kind, g.labels, sts, mgs, settings.min_confidence)
         reasons = list(d.reasons)
-        if any(edge_l[i] for i in idx):
-            reasons.append(Reason.LOCAL_SHIFT.value)
-        if any(streak_l[i] for i in idx):
-            reasons.append(Reason.STREAK_ON_BUBBLE.value)
+        if shifted:
+            reasons.append(_LOCAL_SHIFT)
+        if streaked:
+            reasons.append(_STREAK_ON_BUBBLE)
         if g.kind == "digit":
-            digit_cols.setdefault(g.name.split(":")[0], []).append(d)
+            digit_cols.setdefault(grid, []).append(d)
             for r in reasons:
                 flags.add(r, item=g.name)
             continue
         entry = {
             "state": d.state, "chosen": d.chosen, "uncertain": d.uncertain,
-            "fill": [fill_l[i] for i in idx],
-            "raw": {k: [v[i] for i in idx] for k, v in raw_l.items()},
+            "fill": _pick(fill_l, sel),
+            "raw": {k: _pick(v, sel) for k, v in raw_l.items()},
             "confidence": _f(min(d.confidence, 99.0), 2),
             "flags": sorted(set(reasons)),
         }
@@ -227,7 +238,7 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
                     flags.add(r, item="absence")
             continue
         entry["kind"] = g.kind
-        entry["options"] = "".join(g.labels)
+        entry["options"] = options
         objective[g.item or g.name] = entry
         for r in reasons:
             flags.add(r, item=g.item)
@@ -276,11 +287,50 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
     return out
 
 
-def _check_blank(work: WorkImage, settings: Settings) -> None:
-    small = work.small
-    sample = small[::3, ::3]
-    share = float(np.count_nonzero(sample < work.paper_small[::3, ::3] * 0.6)) / sample.size
+_LOCAL_SHIFT, _STREAK_ON_BUBBLE = Reason.LOCAL_SHIFT.value, Reason.STREAK_ON_BUBBLE.value
+
+
+_Plan = tuple[tuple[Group, "slice | list[int]", str, str], ...]
+_PLANS: dict[tuple[int, int], tuple[Template, PageLayout, _Plan]] = {}
+
+
+def _layout(template: Template, page_code: int) -> tuple[PageLayout, _Plan]:
+    """The page layout and its group plan, cached by template identity (an lru_cache
+    hashes the whole frozen template on every call, ~80 hash calls per card).
+
+    The plan lists the groups to decide, their bubbles as a slice when contiguous
+    (slicing plain lists is several times cheaper than picking items one by one), the
+    options string and the digit grid name."""
+    hit = _PLANS.get((id(template), page_code))
+    if hit is not None and hit[0] is template:
+        return hit[1], hit[2]
+    layout = page_layout(template, page_code)
+    plan = []
+    for g in layout.groups:
+        if g.kind == "calibration":
+            continue
+        idx = g.index_list
+        contiguous = idx == list(range(idx[0], idx[-1] + 1))
+        sel: slice | list[int] = slice(idx[0], idx[-1] + 1) if contiguous else idx
+        plan.append((g, sel, "".join(g.labels), g.name.split(":")[0]))
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+    # the entry holds the template, so its id cannot be reused while cached
+    _PLANS[(id(template), page_code)] = (template, layout, tuple(plan))
+    return layout, tuple(plan)
+
+
+def _pick(values: list[Any], sel: slice | list[int]) -> list[Any]:
+    return values[sel] if type(sel) is slice else [values[i] for i in sel]
+
+
+def _check_blank(work: WorkImage, settings: Settings, paper_only: bool = False) -> None:
     paper = float(work.paper_small[::8, ::8].mean())
+    if paper_only and paper >= 40:
+        return
+    hs, ws = work.small_shape
+    sample = work.small_at(np.arange(0, ws, 3)[None, :], np.arange(0, hs, 3)[:, None])
+    share = float(np.count_nonzero(sample < work.paper_small[::3, ::3] * 0.6)) / sample.size
     if share < settings.blank_page_ink or paper < 40:
         raise RegistrationError(Reason.BLANK_PAGE, f"dark share {share:.4f}, paper level {paper:.0f}")
 
@@ -314,7 +364,7 @@ def _page(work: WorkImage, template: Template, reg: Registration, fid: Any, page
     else:
         raise RegistrationError(Reason.UNKNOWN_PAGE, f"page code bits {info['bits']}")
     info["used"] = chosen
-    return info, page_layout(template, chosen)
+    return info, _layout(template, chosen)[0]
 
 
 def _digits(cols: list[dec.GroupDecision]) -> tuple[str, bool]:
