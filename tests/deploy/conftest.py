@@ -6,30 +6,11 @@ the tests that need them skip with the reason shown; with ``CI=true`` they fail 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-REDIS_URL = os.environ.get("MC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def missing(reason: str):
-    """Skip (or, under CI=true, fail) because a prerequisite is missing."""
-    if IN_CI:
-        pytest.fail(reason + " (CI=true: this test must run)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port() -> int:
-    return free_port()   # nothing listens there once the probe socket is closed
+from tests.deploy.deploy_support import REDIS_URL, free_port, missing  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +54,6 @@ def redis_url():
     return REDIS_URL
 
 
-# The web tests' helpers (exam world, logged-in clients) are reused here.
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
-
 
 @pytest.fixture(autouse=True)
 def cheap_argon2(monkeypatch):
@@ -86,8 +61,3 @@ def cheap_argon2(monkeypatch):
 
     from marking import users
     monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-def make_app(settings, db, **config):
-    from web import create_app
-    return create_app(settings, db, config={"TESTING": True, "MC_OUTBOX_DRAIN": False, **config})

@@ -46,7 +46,7 @@ def test_failed_before_backup_refuses_change(db, settings, monkeypatch, hook):
 
 
 def test_create_app_installs_hook_only_when_enabled(settings, db):
-    from conftest import make_app
+    from tests.deploy.deploy_support import make_app
     make_app(settings, db).extensions["mc_live"].stop()
     assert backup._change_hook is None
     app = make_app(settings.with_overrides(backup_on_key_change=True), db)

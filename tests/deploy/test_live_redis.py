@@ -9,16 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import socketio
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from conftest import make_app
+from tests.deploy.deploy_support import make_app
 from marking.models import User
-from webhelpers import build_world, login
+from tests.web.webhelpers import build_world, login
 
 EMITTER = r"""
 import sys, time

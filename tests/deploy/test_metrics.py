@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import logging
 
-from conftest import make_app
+from tests.deploy.deploy_support import make_app
 from web.logs import JsonFormatter
-from webhelpers import build_world, login
+from tests.web.webhelpers import build_world, login
 
 NAMES = ["mc_mark_tasks", "mc_mark_task_leases_expired", "mc_mark_lease_expiry_events_total", "mc_omr_reads",
          "mc_omr_read_leases_expired", "mc_omr_read_retries_total", "mc_marks_total", "mc_marks_per_second",

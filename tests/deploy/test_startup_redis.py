@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import closed_port, make_app
+from tests.deploy.deploy_support import closed_port, make_app
 from web import server
 from web.live import ConfigurationError, check_redis
 
