@@ -9,44 +9,21 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-from sqlalchemy import select
-
-from marking.cli_commands import guard
-from marking.models import Item, User
-from marking.totals import find_subject
+from marking.cli_commands import guard, subjective_item_id, user_id_by_name
 
 from . import analysis, monitor, standardisation, stats, suspension, whatif
 
 
-def _user_id(db, username: str) -> int:
-    with db.read() as session:
-        uid = session.execute(select(User.id).where(User.username == username)).scalar_one_or_none()
-    if uid is None:
-        raise LookupError(f"no user {username!r}")
-    return uid
-
-
-def _item_id(db, code: str, subject: str | None) -> int:
-    with db.read() as session:
-        q = select(Item.id).where(Item.code == code, Item.kind == "subjective")
-        if subject:
-            q = q.where(Item.subject_id == find_subject(session, subject).id)
-        ids = session.execute(q).scalars().all()
-    if len(ids) != 1:
-        raise LookupError(f"no single subjective item {code!r}" + ("" if ids else "") + "; add --subject")
-    return ids[0]
-
-
 def cmd_stats(args, ctx) -> int:
-    data = stats.marker_statistics(ctx.db, _item_id(ctx.db, args.item, args.subject))
+    data = stats.marker_statistics(ctx.db, subjective_item_id(ctx.db, args.item, args.subject))
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     return 0
 
 
 def cmd_qualify(args, ctx) -> int:
-    item_id = _item_id(ctx.db, args.item, args.subject)
+    item_id = subjective_item_id(ctx.db, args.item, args.subject)
     if args.start:
-        qid = standardisation.start_attempt(ctx.db, _user_id(ctx.db, args.start), item_id)
+        qid = standardisation.start_attempt(ctx.db, user_id_by_name(ctx.db, args.start), item_id)
         print(json.dumps({"qualification_id": qid}))
         return 0
     print(json.dumps(standardisation.qualification_status(ctx.db, item_id), ensure_ascii=False, indent=2))
@@ -55,28 +32,28 @@ def cmd_qualify(args, ctx) -> int:
 
 def cmd_whatif(args, ctx) -> int:
     thresholds = [Fraction(t) for t in args.threshold] if args.threshold else None
-    result = whatif.run(ctx.db, _item_id(ctx.db, args.item, args.subject), thresholds=thresholds,
+    result = whatif.run(ctx.db, subjective_item_id(ctx.db, args.item, args.subject), thresholds=thresholds,
                         reps=args.reps, seed=args.seed, target_third_rate=args.target)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
 
 
 def cmd_suspend(args, ctx) -> int:
-    sid = suspension.suspend(ctx.db, _user_id(ctx.db, args.by), _user_id(ctx.db, args.user),
-                             _item_id(ctx.db, args.item, args.subject), note=args.note or "")
+    sid = suspension.suspend(ctx.db, user_id_by_name(ctx.db, args.by), user_id_by_name(ctx.db, args.user),
+                             subjective_item_id(ctx.db, args.item, args.subject), note=args.note or "")
     print(json.dumps({"suspension_id": sid}))
     return 0
 
 
 def cmd_resume(args, ctx) -> int:
-    suspension.resume(ctx.db, _user_id(ctx.db, args.by), _user_id(ctx.db, args.user),
-                      _item_id(ctx.db, args.item, args.subject), note=args.note or "")
+    suspension.resume(ctx.db, user_id_by_name(ctx.db, args.by), user_id_by_name(ctx.db, args.user),
+                      subjective_item_id(ctx.db, args.item, args.subject), note=args.note or "")
     print("resumed: the marker must pass a new qualification attempt")
     return 0
 
 
 def cmd_monitor(args, ctx) -> int:
-    checks = monitor.check_item(ctx.db, _item_id(ctx.db, args.item, args.subject))
+    checks = monitor.check_item(ctx.db, subjective_item_id(ctx.db, args.item, args.subject))
     print(json.dumps([c.__dict__ for c in checks], default=str, indent=2))
     return 0
 

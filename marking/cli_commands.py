@@ -29,6 +29,33 @@ def guard(fn):
     return handler
 
 
+def user_id_by_name(db, username: str) -> int:
+    from sqlalchemy import select
+
+    from .models import User
+    with db.read() as session:
+        user_id = session.execute(select(User.id).where(User.username == username)).scalar_one_or_none()
+    if user_id is None:
+        raise LookupError(f"no user {username!r}")
+    return user_id
+
+
+def subjective_item_id(db, code: str, subject_code: str | None) -> int:
+    """The id of subjective item ``code`` (in ``subject_code`` when given; it must be unique)."""
+    from sqlalchemy import select
+
+    from .models import Item
+    from .totals import find_subject
+    with db.read() as session:
+        query = select(Item.id).where(Item.code == code, Item.kind == "subjective")
+        if subject_code:
+            query = query.where(Item.subject_id == find_subject(session, subject_code).id)
+        ids = session.execute(query).scalars().all()
+    if len(ids) != 1:
+        raise LookupError(f"item {code!r}: {'not found' if not ids else 'ambiguous, give --subject'}")
+    return ids[0]
+
+
 def _print_json(value) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True))
 

@@ -10,32 +10,9 @@ import json
 import sys
 import uuid
 
-from sqlalchemy import select
 
 from . import course_results, dispatch, submission, totals
-from .cli_commands import guard
-from .models import Item, User
-
-
-def _user_id(db, username: str) -> int:
-    with db.read() as session:
-        user_id = session.execute(select(User.id).where(User.username == username)).scalar_one_or_none()
-    if user_id is None:
-        raise LookupError(f"no user {username!r}")
-    return user_id
-
-
-def _item_id(db, code: str, subject_code: str | None) -> int:
-    with db.read() as session:
-        query = select(Item.id).where(Item.code == code, Item.kind == "subjective")
-        if subject_code:
-            query = query.where(Item.subject_id == totals.find_subject(session, subject_code).id)
-        ids = session.execute(query).scalars().all()
-    if not ids:
-        raise LookupError(f"no subjective item {code!r}")
-    if len(ids) > 1:
-        raise LookupError(f"item code {code!r} exists in several subjects; add --subject")
-    return ids[0]
+from .cli_commands import guard, subjective_item_id, user_id_by_name
 
 
 def cmd_results_verify(args, ctx) -> int:
@@ -56,8 +33,8 @@ def cmd_results_export(args, ctx) -> int:
 
 
 def cmd_mark_next(args, ctx) -> int:
-    user_id = _user_id(ctx.db, args.user)
-    view = dispatch.claim_next(ctx.db, user_id, _item_id(ctx.db, args.item, args.subject), queue=args.queue)
+    user_id = user_id_by_name(ctx.db, args.user)
+    view = dispatch.claim_next(ctx.db, user_id, subjective_item_id(ctx.db, args.item, args.subject), queue=args.queue)
     if view is None:
         print(json.dumps({"task": None}))
         return 3
@@ -67,7 +44,7 @@ def cmd_mark_next(args, ctx) -> int:
 
 def cmd_mark_submit(args, ctx) -> int:
     result = submission.submit_mark(
-        ctx.db, _user_id(ctx.db, args.user), args.token, args.score, request_id=args.request_id or str(uuid.uuid4()),
+        ctx.db, user_id_by_name(ctx.db, args.user), args.token, args.score, request_id=args.request_id or str(uuid.uuid4()),
         condition_code=args.code, flags=args.flag or ())
     print(json.dumps(result.__dict__, sort_keys=True))
     return 0

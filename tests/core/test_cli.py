@@ -94,3 +94,11 @@ def test_console_script_runs_as_a_process(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "verification OK" in result.stdout
+
+
+def test_cli_lookups_report_clear_errors(demo_dir, capsys):
+    """Unknown users and items are one-line errors with exit status 2, never tracebacks."""
+    assert main(["--data-dir", str(demo_dir), "mark", "next", "--user", "nobody", "--item", "31"]) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err
+    assert main(["--data-dir", str(demo_dir), "calibration", "stats", "--item", "99"]) == 2
+    assert "item '99': not found" in capsys.readouterr().err
