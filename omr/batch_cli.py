@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from marking.cli_commands import user_id_by_name
+
 PERMISSION_EXIT = 3
 
 
@@ -36,12 +38,10 @@ def _print(value: Any) -> None:
 def _user_id(ctx, username: str | None) -> int | None:
     if username is None:
         return None
-    from marking.models import User
-    with ctx.db.read() as session:
-        uid = session.scalar(select(User.id).where(User.username == username))
-    if uid is None:
-        raise SystemExit(f"error: no user {username!r}")
-    return uid
+    try:
+        return user_id_by_name(ctx.db, username)
+    except LookupError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _batch_id(ctx, ref: str) -> int:

@@ -10,13 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "web"))
-OUTPUT = ROOT / "test-output"
+from tests.e2e.e2e_support import OUTPUT, ROOT
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -61,7 +58,7 @@ def server(tmp_path_factory):
     from marking import migrate
     from marking.config import load_settings
     from marking.db import Database
-    from webhelpers import build_world
+    from tests.web.webhelpers import build_world
 
     data = tmp_path_factory.mktemp("e2e-data")
     env = {**os.environ, "MC_ENV": "test", "MC_DATA_DIR": str(data)}

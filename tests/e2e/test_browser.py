@@ -12,9 +12,8 @@ from sqlalchemy import select
 from marking import simulate
 from marking.models import ItemDuty, Response
 from marking.storage import LocalImageStore
-from webhelpers import PASSWORD, TOTP_SECRET, png
-
-from conftest import OUTPUT
+from tests.e2e.e2e_support import OUTPUT
+from tests.web.webhelpers import PASSWORD, TOTP_SECRET, png
 
 pytestmark = pytest.mark.slow
 _last_step: dict[str, int] = {}
@@ -81,7 +80,7 @@ def test_double_marking_third_and_arbitration_live(browser, server):
     expect(leader.locator("#count-third")).to_have_text("0")
 
     arb = leader.context.new_page()
-    arb.goto(f"{base}/leader/items/{world.item_id}/work/arbitration")
+    arb.goto(f"{base}/leader/items/{world.item_id}/queue/arbitration")
     expect(arb.locator("#earlier-list li")).to_have_count(3)
     arb.screenshot(path=str(OUTPUT / "arbitration.png"))
     mark_with_keyboard(arb, "6")

@@ -30,7 +30,7 @@ def test_gap_goes_third_then_arbitration(app, world1, db):
     m3.post("/api/v1/tasks/submit", json={"token": third["token"], "score": "5", "request_id": "t3"})
     summary = leader.get(f"/api/v1/leader/items/{world.item_id}/summary").get_json()["summary"]
     assert summary["arbitration"] == 1 and summary["third"] == 0
-    page = leader.get(f"/leader/items/{world.item_id}/work/arbitration")
+    page = leader.get(f"/leader/items/{world.item_id}/queue/arbitration")
     assert page.status_code == 200
     task = leader.post(f"/api/v1/items/{world.item_id}/claim", json={"queue": "arbitration"}).get_json()["task"]
     assert sorted(m["score"] for m in task["earlier_marks"]) == ["1", "5", "9"]   # the arbiter sees every mark

@@ -46,7 +46,7 @@ def item(item_id: int):
                            problem_kinds=problems.PROBLEM_KINDS, abnormal_decisions=problems.ABNORMAL_DECISIONS)
 
 
-@bp.route("/items/<int:item_id>/work/<queue>")
+@bp.route("/items/<int:item_id>/queue/<queue>")
 @roles("team_leader")
 def work(item_id: int, queue: str):
     """Arbitration / extra-read / review workspace: the workbench with earlier marks."""
