@@ -63,7 +63,12 @@ def _merge(params: dict[str, Any]) -> dict[str, Any]:
 
 def for_item(session: Session, item_id: int) -> dict[str, Any]:
     row = session.get(CalibrationSetting, item_id)
-    return _merge(json.loads(row.params) if row else {})
+    return merged(row.params if row else None)
+
+
+def merged(params_json: str | None) -> dict[str, Any]:
+    """The effective settings from an item's stored overrides (JSON text, or None)."""
+    return _merge(json.loads(params_json) if params_json else {})
 
 
 def set_for_item(session: Session, item_id: int, changes: dict[str, Any], *, actor_id: int | None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from marking import events, ledger
@@ -149,9 +149,12 @@ def _live_marks(session: Session, item_id: int) -> int:
                                   Mark.kind.in_(("first", "second", "third")))).scalar_one()
 
 
+_SCHEME_STATUSES = select(MarkingScheme.status).where(MarkingScheme.item_id == bindparam("item_id"))
+
+
 def scheme_problem(session: Session, user: User, item: Item) -> str | None:
     """EXTRA_CHECKS hook: hold live dispatch while a started scheme is not frozen (R-MARK-9)."""
-    rows = session.execute(select(MarkingScheme.status).where(MarkingScheme.item_id == item.id)).scalars().all()
+    rows = session.connection().execute(_SCHEME_STATUSES, {"item_id": item.id}).scalars().all()
     if rows and "frozen" not in rows:
         return f"the marking scheme of item {item.code} is not frozen yet (R-MARK-9)"
     return None

@@ -27,13 +27,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import random
+from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from marking import events
 from marking.centre_time import centre_day, day_bounds
-from marking.models import CalibrationResult, Item, Mark, MarkTask, StandardisationResponse, User
+from marking.models import (CalibrationResult, CalibrationSetting, Item, Mark, MarkTask,
+                            StandardisationResponse, User)
 from marking.models.work import MarkAssignment
 
 from . import config
@@ -46,55 +48,91 @@ def _gap(salt: str, user_id: int, item_id: int, kind: str, count: int, rate: int
     return rng.randint(max(1, rate // 2), max(1, rate + rate // 2))
 
 
-def _injected(session: Session, user_id: int, item_id: int, slot: str) -> int:
-    return session.execute(select(func.count()).select_from(MarkTask).where(
-        MarkTask.item_id == item_id, MarkTask.slot == slot, MarkTask.reserved_for == user_id)).scalar_one()
+@dataclass(frozen=True)
+class _Counts:
+    """What the schedule needs about one marker on one item, read in one statement."""
+
+    params: str | None           # the item's calibration_setting overrides (JSON) or None
+    pending: bool                # an open seed/self-check task is reserved for the marker
+    seeds_dealt: int
+    checks_dealt: int
+    live_total: int              # live claims (first/second/third), by claim order
+    live_today: int
+    live_since_seed: int         # live claims after the last seed claim
+    has_seed_pool: bool
 
 
-def _live_claims(session: Session, user_id: int, item_id: int, *, after_id: int | None = None,
-                 since: dt.datetime | None = None) -> int:
-    """Live claims of the marker on the item (counted by claim order, not by clock)."""
-    q = select(func.count()).select_from(MarkAssignment).where(
-        MarkAssignment.marker_id == user_id, MarkAssignment.item_id == item_id,
-        MarkAssignment.slot.in_(LIVE_MARK_KINDS))
-    if after_id is not None:
-        q = q.where(MarkAssignment.id > after_id)
-    if since is not None:
-        q = q.where(MarkAssignment.claimed_at >= since)
-    return session.execute(q).scalar_one()
+def _counts_statement():
+    t, a = MarkTask.__table__, MarkAssignment.__table__
+    user_id, item_id = bindparam("user_id"), bindparam("item_id")
+    mine = and_(t.c.reserved_for == user_id, t.c.item_id == item_id)   # ix_mark_task_reserved
+
+    def count_tasks(*where):
+        return select(func.count()).select_from(t).where(mine, *where).scalar_subquery()
+
+    def count_live(*where):
+        return (select(func.count()).select_from(a)
+                .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot.in_(LIVE_MARK_KINDS), *where)
+                .scalar_subquery())
+
+    last_seed = (select(func.coalesce(func.max(a.c.id), 0))
+                 .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot == "seed").scalar_subquery())
+    return select(
+        select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id).scalar_subquery()
+        .label("params"),
+        exists().where(mine, t.c.slot.in_(("seed", "self_check")), t.c.status == "open").label("pending"),
+        count_tasks(t.c.slot == "seed").label("seeds_dealt"),
+        count_tasks(t.c.slot == "self_check").label("checks_dealt"),
+        count_live().label("live_total"),
+        count_live(a.c.claimed_at >= bindparam("day_start", type_=a.c.claimed_at.type)).label("live_today"),
+        count_live(a.c.id > last_seed).label("live_since_seed"),
+        exists().where(StandardisationResponse.item_id == item_id, StandardisationResponse.purpose == "seed",
+                       StandardisationResponse.active.is_(True)).label("has_seed_pool"),
+    )
+
+
+_COUNTS = _counts_statement()
+
+
+def _counts(session: Session, user_id: int, item_id: int, now: dt.datetime) -> _Counts:
+    start, _end = day_bounds(centre_day(now))
+    row = session.connection().execute(_COUNTS, {"user_id": user_id, "item_id": item_id,
+                                                 "day_start": start}).one()
+    return _Counts(row.params, bool(row.pending), row.seeds_dealt, row.checks_dealt, row.live_total,
+                   row.live_today, row.live_since_seed, bool(row.has_seed_pool))
 
 
 def inject(session: Session, user: User, item: Item, now: dt.datetime) -> MarkTask | None:
-    """``marking.dispatch.INJECTORS`` hook: a seed or self-check task due for ``user``, or None."""
-    settings = config.for_item(session, item.id)
+    """``marking.dispatch.INJECTORS`` hook: a seed or self-check task due for ``user``, or None.
+
+    Called on every live claim, so the usual answer ("nothing due") costs one statement;
+    the seed pool and the marker's own earlier responses are read only when one is due.
+    """
+    counts = _counts(session, user.id, item.id, now)
+    settings = config.merged(counts.params)
     salt = settings["schedule_salt"] or f"item:{item.id}"
-    # A self-check whose lease lapsed is re-served; a lapsed seed counts as exposed.
-    pending = session.execute(select(MarkTask).where(
-        MarkTask.item_id == item.id, MarkTask.reserved_for == user.id, MarkTask.status == "open",
-        MarkTask.slot.in_(("seed", "self_check"))).order_by(MarkTask.id)).scalars().all()
-    for task in pending:
-        if task.slot == "self_check":
-            return task
-        task.status = "cancelled"
-    task = _seed_due(session, user, item, settings, salt, now)
+    if counts.pending:
+        # A self-check whose lease lapsed is re-served; a lapsed seed counts as exposed.
+        pending = session.execute(select(MarkTask).where(
+            MarkTask.item_id == item.id, MarkTask.reserved_for == user.id, MarkTask.status == "open",
+            MarkTask.slot.in_(("seed", "self_check"))).order_by(MarkTask.id)).scalars().all()
+        for task in pending:
+            if task.slot == "self_check":
+                return task
+            task.status = "cancelled"
+    task = _seed_due(session, user, item, settings, salt, counts, now) if counts.has_seed_pool else None
     if task is None:
-        task = _self_check_due(session, user, item, settings, salt, now)
+        task = _self_check_due(session, user, item, settings, salt, counts, now)
     if task is not None:
         session.add(task)
         session.flush()
     return task
 
 
-def _seed_due(session: Session, user: User, item: Item, settings: dict, salt: str,
+def _seed_due(session: Session, user: User, item: Item, settings: dict, salt: str, counts: _Counts,
               now: dt.datetime) -> MarkTask | None:
-    dealt = _injected(session, user.id, item.id, "seed")
-    start, _end = day_bounds(centre_day(now))
-    today = _live_claims(session, user.id, item.id, since=start)
-    rate = settings["seed_rate_start"] if today < settings["start_of_day"] else settings["seed_rate"]
-    last_seed = session.execute(select(func.max(MarkAssignment.id)).where(
-        MarkAssignment.marker_id == user.id, MarkAssignment.item_id == item.id,
-        MarkAssignment.slot == "seed")).scalar()
-    if _live_claims(session, user.id, item.id, after_id=last_seed) < _gap(salt, user.id, item.id, "seed", dealt, rate):
+    rate = settings["seed_rate_start"] if counts.live_today < settings["start_of_day"] else settings["seed_rate"]
+    if counts.live_since_seed < _gap(salt, user.id, item.id, "seed", counts.seeds_dealt, rate):
         return None
     pool = session.execute(select(StandardisationResponse.response_id).where(
         StandardisationResponse.item_id == item.id, StandardisationResponse.purpose == "seed",
@@ -109,15 +147,15 @@ def _seed_due(session: Session, user: User, item: Item, settings: dict, salt: st
                     created_at=now)
 
 
-def _self_check_due(session: Session, user: User, item: Item, settings: dict, salt: str,
+def _self_check_due(session: Session, user: User, item: Item, settings: dict, salt: str, counts: _Counts,
                     now: dt.datetime) -> MarkTask | None:
     pm = int(settings["self_check_pm"])
     if pm <= 0:
         return None
-    dealt = _injected(session, user.id, item.id, "self_check")
+    dealt = counts.checks_dealt
     rate = max(1, 1000 // pm)
     due_at = sum(_gap(salt, user.id, item.id, "self_check", k, rate) for k in range(dealt + 1))
-    if _live_claims(session, user.id, item.id) < due_at:
+    if counts.live_total < due_at:
         return None
     own = session.execute(
         select(Mark.response_id).join(MarkTask, MarkTask.id == Mark.task_id)

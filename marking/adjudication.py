@@ -13,7 +13,7 @@ import json
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from . import events, ledger
@@ -26,20 +26,22 @@ CHAIN_KINDS = ("first", "second", "third", "arbitration", "extra")
 OUTCOME_REASON = {"agreed": "agreement", "third_resolved": "third_mark", "arbitrated": "arbitration"}
 
 
+# Built once: these run on every submit (issue 8's load target).
+_LOCK_RESPONSE = (select(Response).where(Response.id == bindparam("response_id")).with_for_update()
+                  .execution_options(populate_existing=True))
+_CHAIN_MARKS = (select(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
+                .where(Mark.response_id == bindparam("response_id"), Mark.kind.in_(CHAIN_KINDS),
+                       MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
+                .order_by(Mark.id))
+_LATEST_RESOLUTION = select(func.max(Resolution.version)).where(Resolution.response_id == bindparam("response_id"))
+
+
 def lock_response(session: Session, response_id: int) -> Response:
-    return session.execute(
-        select(Response).where(Response.id == response_id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    return session.execute(_LOCK_RESPONSE, {"response_id": response_id}).scalar_one()
 
 
 def chain_marks(session: Session, response_id: int) -> dict[str, Mark]:
-    marks = session.execute(
-        select(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
-        .where(Mark.response_id == response_id, Mark.kind.in_(CHAIN_KINDS),
-               MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
-        .order_by(Mark.id)
-    ).scalars().all()
+    marks = session.execute(_CHAIN_MARKS, {"response_id": response_id}).scalars().all()
     return {m.kind: m for m in marks}
 
 
@@ -54,9 +56,7 @@ def record_resolution(session: Session, response: Response, *, final: Fraction, 
                       now: dt.datetime, reason: str | None, action: str = "response.resolved",
                       extra_data: dict[str, Any] | None = None) -> Resolution:
     """Write a Resolution version, set the response's final, and the ledger event (R-QC-4)."""
-    latest = session.execute(
-        select(func.max(Resolution.version)).where(Resolution.response_id == response.id)
-    ).scalar()
+    latest = session.execute(_LATEST_RESOLUTION, {"response_id": response.id}).scalar()
     final = Fraction(final)
     before = final_of(response)
     row = Resolution(response_id=response.id, version=(latest or 0) + 1,

@@ -7,9 +7,12 @@ Design (architecture.md §3, R-MARK-3, R-ROLE-1, R-ROLE-4, R-SEC-1):
   ``review`` are created by the decision that needs them.
 * A claim picks, per slot, the lowest open task of the item by the index
   ``(item_id, status, slot, id)`` with ``LIMIT 1`` (``FOR UPDATE SKIP LOCKED`` on
-  PostgreSQL; SQLite is serialised by ``BEGIN IMMEDIATE``). Slots are tried one at a
-  time (third, second, first) so each probe is an ordered index range scan, never a
-  sort of the item's tasks: the cost does not grow with the number of responses.
+  PostgreSQL; SQLite is serialised by ``BEGIN IMMEDIATE``). Each probe is an ordered
+  index range scan, never a sort of the item's tasks: the cost does not grow with the
+  number of responses. Third reads go first (a response waits on them); between the
+  first and second reads the lower task id wins, so both reads of a response are
+  dealt close together and responses resolve in a steady stream rather than all at
+  the end of the item.
   The rows skipped are only those this marker may not take (already read by them,
   excluded), which other markers take quickly.
 * The claim inserts a ``mark_assignment`` row, UNIQUE(response_id, marker_id), in the
@@ -21,6 +24,11 @@ Design (architecture.md §3, R-MARK-3, R-ROLE-1, R-ROLE-4, R-SEC-1):
   back to the pool in the claim itself (expired leases of the item are reopened
   first) and through :func:`reap_expired_leases`. A reopened task's token is cleared,
   so the old holder's submit is refused.
+* A claim is a handful of statements whatever the item's size (issue 8's load target):
+  one for the user and item, one for duty, qualification, held lease and today's
+  count, the lease expiry sweep, one UPDATE … RETURNING that picks and leases the
+  task (all slot probes in one statement), the assignment, the
+  outbox event and one read for the view.
 * What the marker receives (:class:`TaskView`) has the item, its marking scheme and
   an image reference only: no candidate identity, no other marker's score (R-SEC-1),
   except where the policy says the reader sees earlier marks (arbitration).
@@ -32,14 +40,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, lazyload
 
 from . import events
-from .access import LeaseError, NotAllowed, active_user, has_duty
+from .access import LeaseError, NotAllowed, active_user
 from .centre_time import centre_day, now_or
-from .eligibility import excluded_clause, exclusions_for, qualification_problem
-from .models import Item, Mark, MarkingScheme, MarkTask, Response
+from .eligibility import Exclusions, excluded_clause, exclusions_for, qualification_problem
+from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
 from .models.work import MarkAssignment
 from .policy import policy_for_item
 from .scores import format_points, from_cp
@@ -48,9 +56,9 @@ DEFAULT_LEASE_SECONDS = 600
 # Essays: 650 per marker per day (qingdaonews 2012); Item.daily_cap overrides.
 DEFAULT_DAILY_CAP = 650
 
-# queue -> (slots in claim order, duties that may work it)
+# queue -> (slots, duties that may work it); see _lease_next for the order
 QUEUES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "marking": (("third", "second", "first"), ("marker",)),
+    "marking": (("third", "first", "second"), ("marker",)),
     "arbitration": (("arbitration",), ("team_leader",)),
     "extra": (("extra",), ("team_leader", "reviewer")),
     "review": (("review",), ("reviewer", "team_leader")),
@@ -61,6 +69,7 @@ MARKING_SLOTS = ("first", "second", "third")
 # live work and leased and shown exactly like it (R-SEC-1, ★ seed hygiene).
 INJECTORS: list = []
 INJECTED_SLOTS = ("seed", "self_check")
+_ASSIGNMENT_INSERT = insert(MarkAssignment.__table__)
 
 
 class CapReached(NotAllowed):
@@ -119,11 +128,12 @@ def ensure_task(session: Session, response: Response, slot: str, *, reserved_for
 
 
 def cancel_open_tasks(session: Session, response_id: int, slots: tuple[str, ...]) -> int:
-    result = session.execute(
-        update(MarkTask).where(MarkTask.response_id == response_id, MarkTask.slot.in_(slots),
-                               MarkTask.status.in_(("open", "leased")))
-        .values(status="cancelled", leased_until=None).execution_options(synchronize_session=False)
-    )
+    t = MarkTask.__table__
+    statement = _cached(("cancel", slots), lambda: (
+        update(t).where(t.c.response_id == bindparam("for_response"), t.c.slot.in_(slots),
+                        t.c.status.in_(("open", "leased")))
+        .values(status="cancelled", leased_until=None)))
+    result = session.connection().execute(statement, {"for_response": response_id})
     return result.rowcount or 0
 
 
@@ -131,18 +141,27 @@ def cancel_open_tasks(session: Session, response_id: int, slots: tuple[str, ...]
 
 def _reopen_expired(session: Session, item_id: int, now: dt.datetime) -> int:
     t = MarkTask.__table__
-    pick = select(t.c.id).where(t.c.item_id == item_id, t.c.status == "leased", t.c.leased_until < now)
-    if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    ids = session.execute(pick).scalars().all()
+    dialect = session.get_bind().dialect.name
+    conn = session.connection()
+    ids = conn.execute(_cached(("expired", dialect), lambda: _expired_statement(dialect)),
+                       {"item_id": item_id, "now": now}).scalars().all()
     if not ids:
         return 0
-    session.execute(
-        update(t).where(t.c.id.in_(ids), t.c.status == "leased", t.c.leased_until < now)
+    expired = and_(t.c.item_id == item_id, t.c.status == "leased", t.c.leased_until < now)
+    conn.execute(
+        update(t).where(t.c.id.in_(ids), expired)
         .values(status="open", marker_id=None, lease_token=None, leased_until=None, claimed_at=None)
     )
     events.publish(session, events.item_topic(item_id), "lease.expired", {"item_id": item_id, "count": len(ids)})
     return len(ids)
+
+
+def _expired_statement(dialect: str):
+    t = MarkTask.__table__
+    pick = select(t.c.id).where(   # ix_mark_task_lease_expiry: only the expired rows
+        t.c.item_id == bindparam("item_id"), t.c.status == "leased",
+        t.c.leased_until < bindparam("now", type_=t.c.leased_until.type))
+    return pick.with_for_update(skip_locked=True) if dialect == "postgresql" else pick
 
 
 def reap_expired_leases(db, *, now: dt.datetime | None = None) -> int:
@@ -160,21 +179,78 @@ def _lease_seconds(lease_seconds: int | None) -> dt.timedelta:
     return dt.timedelta(seconds=lease_seconds or DEFAULT_LEASE_SECONDS)
 
 
-def _pick(session: Session, item_id: int, slot: str, user_id: int, exclusions) -> int | None:
+def _next_open(dialect: str, slot: str, exclusions: Exclusions):
+    """The lowest open task of one slot the user may take (scalar subquery, locked on PG).
+
+    Parameters: ``pick_item``, ``pick_user`` (not column names: an UPDATE reserves those).
+    """
     t = MarkTask.__table__
-    read_before = (select(MarkAssignment.id)
-                   .where(MarkAssignment.response_id == t.c.response_id,
-                          MarkAssignment.marker_id == user_id).exists())
+    a = MarkAssignment.__table__
+    user_id = bindparam("pick_user")
+    read_before = exists().where(a.c.response_id == t.c.response_id, a.c.marker_id == user_id)
+    # ``status BETWEEN 'open' AND 'open'`` ordered by (status, id), not ``status = 'open'``
+    # ordered by id: with the equality, PostgreSQL may walk the primary key in id order and
+    # filter — estimating the first open task a few rows away when every done task of the
+    # item lies below it (the cost grows with every mark made). The range keeps ``status``
+    # in the sort key, which only ix_mark_task_dispatch (item, status, slot, id) provides.
     query = (select(t.c.id)
-             .where(t.c.item_id == item_id, t.c.status == "open", t.c.slot == slot,
-                    (t.c.reserved_for.is_(None)) | (t.c.reserved_for == user_id),
+             .where(t.c.item_id == bindparam("pick_item"), t.c.status.between("open", "open"), t.c.slot == slot,
+                    or_(t.c.reserved_for.is_(None), t.c.reserved_for == user_id),
                     ~read_before)
-             .order_by(t.c.id).limit(1))
+             .order_by(t.c.status, t.c.id).limit(1))
     if not exclusions.empty:
         query = query.where(~excluded_clause(exclusions, t.c.response_id))
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         query = query.with_for_update(skip_locked=True, of=t)
-    return session.execute(query).scalar_one_or_none()
+    return query.scalar_subquery()
+
+
+def _lease_statement(dialect: str, slots: tuple[str, ...], exclusions: Exclusions):
+    """UPDATE … RETURNING that picks and leases the next task (see :func:`_lease_next`)."""
+    t = MarkTask.__table__
+    probes = {slot: _next_open(dialect, slot, exclusions) for slot in slots}
+    if set(slots) >= {"first", "second"}:
+        # Each probe evaluated once (a CTE), whichever branch of the CASE uses it.
+        pair = select(probes.pop("first").label("a"), probes.pop("second").label("b")).cte("pair")
+        earliest = select(case((or_(pair.c.b.is_(None), pair.c.a < pair.c.b), func.coalesce(pair.c.a, pair.c.b)),
+                               else_=pair.c.b)).scalar_subquery()
+        ordered = [probes[slot] for slot in slots if slot in probes] + [earliest]
+    else:
+        ordered = [probes[slot] for slot in slots]
+    target = ordered[0] if len(ordered) == 1 else func.coalesce(*ordered)
+    return (update(t).where(t.c.id == target, t.c.status == "open")
+            .values(status="leased", marker_id=bindparam("pick_user"), lease_token=bindparam("token"),
+                    leased_until=bindparam("until"), claimed_at=bindparam("now"))
+            .returning(t.c.id, t.c.response_id, t.c.slot))
+
+
+def _lease_next(session: Session, item_id: int, slots: tuple[str, ...], user_id: int,
+                exclusions: Exclusions, token: str, until: dt.datetime, now: dt.datetime):
+    """Pick and lease the next task in one statement (the slot probes are scalar subqueries).
+
+    Order: a third read before anything else; then the lower task id of the first and
+    second probes (tasks are created in pairs per response, so this deals a response's
+    two reads together). Other queues have one slot.
+    """
+    dialect = session.get_bind().dialect.name
+    if exclusions.empty:   # the common case: one statement object per dialect and queue
+        statement = _cached(("lease", dialect, slots), lambda: _lease_statement(dialect, slots, exclusions))
+    else:
+        statement = _lease_statement(dialect, slots, exclusions)
+    return session.connection().execute(statement, {"pick_item": item_id, "pick_user": user_id, "token": token,
+                                                    "until": until, "now": now}).first()
+
+
+# Hot-path statements are built once and reused: building a SQLAlchemy statement costs
+# as much CPU as executing it (issue 8's load benchmark, docs/benchmarks.md).
+_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, build):
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = build()
+    return statement
 
 
 def dealt_today(session: Session, user_id: int, item_id: int, day: dt.date) -> int:
@@ -186,33 +262,107 @@ def dealt_today(session: Session, user_id: int, item_id: int, day: dt.date) -> i
 
 
 def _view(session: Session, task: MarkTask, item: Item, queue: str) -> TaskView:
-    response = session.get(Response, task.response_id)
-    scheme = session.execute(
-        select(MarkingScheme).where(MarkingScheme.item_id == item.id, MarkingScheme.status == "frozen")
-        .order_by(MarkingScheme.version.desc()).limit(1)
-    ).scalar_one_or_none()
+    return _view_of(session, item, queue, token=task.lease_token, until=task.leased_until,
+                    slot=task.slot, response_id=task.response_id)
+
+
+def _view_of(session: Session, item: Item, queue: str, *, token: str, until: dt.datetime, slot: str,
+             response_id: int) -> TaskView:
+    image_ref, scheme_version, scheme_text = session.connection().execute(
+        _cached(("view",), _view_statement), {"item_id": item.id, "response_id": response_id}).one()
     earlier: tuple[dict[str, Any], ...] = ()
-    _row, params = policy_for_item(session, item)
-    if (task.slot == "arbitration" and params["arbiter_sees_marks"]) or \
-            (task.slot == "third" and params["third_sees_marks"]):
-        marks = session.execute(
-            select(Mark.kind, Mark.score_cp, Mark.condition_code)
-            .join(MarkTask, MarkTask.id == Mark.task_id)
-            .where(Mark.response_id == task.response_id,
-                   Mark.kind.in_(("first", "second", "third", "extra")),
-                   MarkTask.status != "cancelled")  # a re-queued (superseded) mark is not shown
-            .order_by(Mark.id)
-        ).all()
-        # The kind and score only: never who marked (R-SEC-1 keeps readers anonymous too).
-        earlier = tuple({"kind": k, "score": format_points(from_cp(cp)), "condition_code": code}
-                        for k, cp, code in marks)
+    if slot in ("arbitration", "third"):
+        _row, params = policy_for_item(session, item)
+        if (slot == "arbitration" and params["arbiter_sees_marks"]) or \
+                (slot == "third" and params["third_sees_marks"]):
+            earlier = _earlier_marks(session, response_id)
     return TaskView(
-        token=task.lease_token, lease_expires_at=task.leased_until, queue=queue,
+        token=token, lease_expires_at=until, queue=queue,
         item_id=item.id, item_code=item.code, item_title=item.title,
         max_points=format_points(from_cp(item.max_cp)), step_points=format_points(from_cp(item.step_cp)),
-        image_ref=response.image_sha256, scheme_version=scheme.version if scheme else None,
-        scheme_text=scheme.text if scheme else None, earlier_marks=earlier,
+        image_ref=image_ref, scheme_version=scheme_version, scheme_text=scheme_text, earlier_marks=earlier,
     )
+
+
+def _view_statement():
+    """The response's image and the item's latest frozen scheme, in one read."""
+    latest_scheme = (select(MarkingScheme.id)
+                     .where(MarkingScheme.item_id == bindparam("item_id"), MarkingScheme.status == "frozen")
+                     .order_by(MarkingScheme.version.desc()).limit(1).scalar_subquery())
+    return (select(Response.image_sha256, MarkingScheme.version, MarkingScheme.text)
+            .select_from(Response)
+            .outerjoin(MarkingScheme, MarkingScheme.id == latest_scheme)
+            .where(Response.id == bindparam("response_id")))
+
+
+def _earlier_marks(session: Session, response_id: int) -> tuple[dict[str, Any], ...]:
+    marks = session.execute(
+        select(Mark.kind, Mark.score_cp, Mark.condition_code)
+        .join(MarkTask, MarkTask.id == Mark.task_id)
+        .where(Mark.response_id == response_id,
+               Mark.kind.in_(("first", "second", "third", "extra")),
+               MarkTask.status != "cancelled")  # a re-queued (superseded) mark is not shown
+        .order_by(Mark.id)
+    ).all()
+    # The kind and score only: never who marked (R-SEC-1 keeps readers anonymous too).
+    return tuple({"kind": k, "score": format_points(from_cp(cp)), "condition_code": code}
+                 for k, cp, code in marks)
+
+
+def _user_and_item(session: Session, user_id: int, item_id: int) -> tuple[User, Item]:
+    """Both rows in one statement (roles are not needed to deal work)."""
+    statement = _cached(("user_item",), lambda: (
+        select(User, Item).where(User.id == bindparam("user_id"))
+        .outerjoin(Item, Item.id == bindparam("item_id")).options(lazyload(User.roles))))
+    row = session.execute(statement, {"user_id": user_id, "item_id": item_id}).first()
+    if row is None or not row[0].active:
+        raise NotAllowed(f"user {user_id} does not exist or is disabled")
+    user, item = row
+    if item is None or item.kind != "subjective":
+        raise NotAllowed(f"item {item_id} is not a subjective item")
+    return user, item
+
+
+@dataclass(frozen=True)
+class _Facts:
+    has_duty: bool
+    latest_qualification: str | None
+    requires_test: bool
+    held_task_id: int | None
+    dealt_today: int
+    has_exclusions: bool
+
+
+def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...], held_slots: tuple[str, ...],
+           now: dt.datetime, day: dt.date) -> _Facts:
+    """Duty, qualification, held lease, today's count and exclusions: one round trip."""
+    statement = _cached(("facts", duties, held_slots), lambda: _facts_statement(duties, held_slots))
+    row = session.connection().execute(statement, {"user_id": user_id, "item_id": item_id, "now": now,
+                                                   "day": day}).one()
+    return _Facts(bool(row.duty), row.latest, bool(row.requires_test), row.held, row.dealt or 0,
+                  bool(row.excluded))
+
+
+def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...]):
+    t, a = MarkTask.__table__, MarkAssignment.__table__
+    user_id, item_id = bindparam("user_id"), bindparam("item_id")
+    duty = exists().where(ItemDuty.user_id == user_id, ItemDuty.item_id == item_id,
+                          ItemDuty.duty.in_(duties), ItemDuty.status == "active")
+    latest = (select(Qualification.status)
+              .where(Qualification.user_id == user_id, Qualification.item_id == item_id)
+              .order_by(Qualification.attempt.desc()).limit(1).scalar_subquery())
+    requires_test = exists().where(Qualification.item_id == item_id)
+    held = (select(t.c.id)
+            .where(t.c.marker_id == user_id, t.c.status == "leased", t.c.item_id == item_id,
+                   t.c.slot.in_(held_slots), t.c.leased_until >= bindparam("now", type_=t.c.leased_until.type))
+            .order_by(t.c.id).limit(1).scalar_subquery())
+    dealt = (select(func.count()).select_from(a)
+             .where(a.c.marker_id == user_id, a.c.item_id == item_id,
+                    a.c.day == bindparam("day", type_=a.c.day.type), a.c.slot.in_(MARKING_SLOTS))
+             .scalar_subquery())
+    excluded = exists().where(Exclusion.user_id == user_id)
+    return select(duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
+                  held.label("held"), dealt.label("dealt"), excluded.label("excluded"))
 
 
 def claim_next(db, user_id: int, item_id: int, *, queue: str = "marking",
@@ -223,63 +373,61 @@ def claim_next(db, user_id: int, item_id: int, *, queue: str = "marking",
     an unexpired lease in this queue gets that task again (a reload never leaks
     leases). Raises NotAllowed (no duty, unqualified) or CapReached.
     """
+    return db.run(claim_work(user_id, item_id, queue=queue, now=now, lease_seconds=lease_seconds))
+
+
+def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.datetime | None = None,
+               lease_seconds: int | None = None):
+    """The claim as ``fn(session) -> TaskView | None``, for ``db.run`` (see :func:`claim_next`)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; use one of {', '.join(QUEUES)}")
     slots, duties = QUEUES[queue]
     now = now_or(now)
 
     def fn(session: Session) -> TaskView | None:
-        user = active_user(session, user_id)
-        item = session.get(Item, item_id)
-        if item is None or item.kind != "subjective":
-            raise NotAllowed(f"item {item_id} is not a subjective item")
-        if not has_duty(session, user.id, item.id, *duties):
+        user, item = _user_and_item(session, user_id, item_id)
+        held_slots = slots + INJECTED_SLOTS if queue == "marking" else slots
+        day = centre_day(now)
+        facts = _facts(session, user.id, item.id, duties, held_slots, now, day)
+        if not facts.has_duty:
             raise NotAllowed(f"{user.username} has no active {'/'.join(duties)} duty on item {item.code}")
-        problem = qualification_problem(session, user, item)
+        problem = qualification_problem(session, user, item,
+                                        facts=(facts.latest_qualification, facts.requires_test))
         if problem:
             raise NotAllowed(problem)
-        held = session.execute(
-            select(MarkTask).where(MarkTask.item_id == item.id, MarkTask.status == "leased",
-                                   MarkTask.slot.in_(slots + INJECTED_SLOTS if queue == "marking" else slots),
-                                   MarkTask.marker_id == user.id,
-                                   MarkTask.leased_until >= now).order_by(MarkTask.id).limit(1)
-        ).scalar_one_or_none()
-        if held is not None:
-            return _view(session, held, item, queue)
-        day = centre_day(now)
+        if facts.held_task_id is not None:
+            return _view(session, session.get(MarkTask, facts.held_task_id), item, queue)
         if queue == "marking":
             cap = item.daily_cap or DEFAULT_DAILY_CAP
-            if dealt_today(session, user.id, item.id, day) >= cap:
+            if facts.dealt_today >= cap:
                 raise CapReached(f"{user.username} has reached today's cap of {cap} on item {item.code}")
         _reopen_expired(session, item.id, now)
-        injected = [(None, inject) for inject in INJECTORS] if queue == "marking" else []
-        exclusions = exclusions_for(session, user)
-        for slot, inject in injected + [(slot, None) for slot in slots]:
-            if inject is not None:
-                task = inject(session, user, item, now)
-                if task is None:
-                    continue
-                slot = task.slot
-            else:
-                task_id = _pick(session, item.id, slot, user.id, exclusions)
-                if task_id is None:
-                    continue
-                task = session.get(MarkTask, task_id)
-            task.status = "leased"
-            task.marker_id = user.id
-            task.lease_token = str(uuid.uuid4())
-            task.leased_until = now + _lease_seconds(lease_seconds)
-            task.claimed_at = now
-            if slot != "self_check":  # a self-check re-serves the marker's own response on purpose
-                session.add(MarkAssignment(response_id=task.response_id, marker_id=user.id, item_id=item.id,
-                                           task_id=task.id, slot=slot, day=day, claimed_at=now))
-            session.flush()  # UNIQUE(response_id, marker_id) → IntegrityError → db.run retries
-            events.publish(session, events.item_topic(item.id), "task.claimed",
-                           {"item_id": item.id, "queue": queue})
-            return _view(session, task, item, queue)
-        return None
+        token, until = str(uuid.uuid4()), now + _lease_seconds(lease_seconds)
+        leased = None
+        for inject in (INJECTORS if queue == "marking" else ()):
+            task = inject(session, user, item, now)
+            if task is not None:
+                task.status, task.marker_id, task.lease_token = "leased", user.id, token
+                task.leased_until, task.claimed_at = until, now
+                session.flush()
+                leased = (task.id, task.response_id, task.slot)
+                break
+        if leased is None:
+            exclusions = exclusions_for(session, user) if facts.has_exclusions or user.school_code \
+                else Exclusions(frozenset(), frozenset(), frozenset())
+            leased = _lease_next(session, item.id, slots, user.id, exclusions, token, until, now)
+            if leased is None:
+                return None
+        task_id, response_id, slot = leased
+        if slot != "self_check":  # a self-check re-serves the marker's own response on purpose
+            # UNIQUE(response_id, marker_id) → IntegrityError → db.run retries
+            session.connection().execute(_ASSIGNMENT_INSERT, {
+                "response_id": response_id, "marker_id": user.id, "item_id": item.id, "task_id": task_id,
+                "slot": slot, "day": day, "claimed_at": now})
+        events.publish(session, events.item_topic(item.id), "task.claimed", {"item_id": item.id, "queue": queue})
+        return _view_of(session, item, queue, token=token, until=until, slot=slot, response_id=response_id)
 
-    return db.run(fn)
+    return fn
 
 
 def _held_task(session: Session, user_id: int, token: str) -> MarkTask:

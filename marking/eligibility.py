@@ -28,19 +28,32 @@ def item_requires_test(session: Session, item: Item) -> bool:
     ).first() is not None
 
 
-def qualification_problem(session: Session, user: User, item: Item) -> str | None:
-    """R-ROLE-1: None if ``user`` may mark ``item``, else why not."""
+def latest_qualification(session: Session, user_id: int, item_id: int) -> str | None:
+    return session.execute(
+        select(Qualification.status).where(Qualification.user_id == user_id,
+                                           Qualification.item_id == item_id)
+        .order_by(Qualification.attempt.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def qualification_problem(session: Session, user: User, item: Item, *,
+                          facts: tuple[str | None, bool] | None = None) -> str | None:
+    """R-ROLE-1: None if ``user`` may mark ``item``, else why not.
+
+    ``facts`` — (latest attempt's status, item requires a test) — when the caller
+    already read them in its own query (dispatch does, to save round trips).
+    """
     if user.qualification_level < item.required_qualification:
         return (f"{user.username} holds qualification level {user.qualification_level}; "
                 f"item {item.code} requires {item.required_qualification} (R-ROLE-1)")
-    latest = session.execute(
-        select(Qualification.status).where(Qualification.user_id == user.id,
-                                           Qualification.item_id == item.id)
-        .order_by(Qualification.attempt.desc()).limit(1)
-    ).scalar_one_or_none()
+    if facts is None:
+        latest = latest_qualification(session, user.id, item.id)
+        requires_test = latest is None and item_requires_test(session, item)
+    else:
+        latest, requires_test = facts
     if latest is not None and latest != "passed":
         return f"{user.username}'s latest qualification attempt on item {item.code} is {latest}"
-    if latest is None and item_requires_test(session, item):
+    if latest is None and requires_test:
         return f"{user.username} has not passed the qualification test for item {item.code}"
     for check in EXTRA_CHECKS:
         reason = check(session, user, item)

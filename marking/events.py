@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .models import OutboxEvent
 
+_INSERT = insert(OutboxEvent.__table__)
+
 
 def publish(session: Session, topic: str, name: str, payload: dict[str, Any] | None = None) -> None:
-    session.add(OutboxEvent(topic=topic, name=name,
-                            payload=json.dumps(payload or {}, sort_keys=True, separators=(",", ":"))))
+    # A plain INSERT on the transaction's connection: no unit-of-work bookkeeping on the
+    # hot paths (claim, submit), and it commits or rolls back with the change.
+    session.connection().execute(_INSERT, {"topic": topic, "name": name,
+                                           "payload": json.dumps(payload or {}, sort_keys=True, separators=(",", ":"))})
 
 
 def item_topic(item_id: int) -> str:

@@ -7,7 +7,10 @@ R-QC-5 (approvals kept), R-SEC-2 (no application role can alter the audit log).
   previous hash*, computed in Python so SQLite and PostgreSQL produce the same chain.
 * ``seq`` and the previous hash come from the single ``ledger_head`` row, locked in
   the same transaction as the change the event records; an event exists if and only
-  if its change committed.
+  if its change committed. :func:`append` checks and queues the event; the queue is
+  written, in order, just before the transaction commits (``before_commit``), so the
+  head row — which serialises every score change of the centre — is locked for three
+  statements and the commit, not for the whole decision that produced the events.
 * Triggers (see marking.migrations) reject UPDATE and DELETE (and TRUNCATE on
   PostgreSQL). Whoever owns the file or the table can still drop them, so:
 * signed checkpoints (HMAC-SHA256 with a key kept outside the database) of the chain
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import LedgerEvent, LedgerHead
@@ -108,6 +111,22 @@ def compute_hash(*, prev_hash: str, seq: int, at: str, actor_id: int | None, act
     return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
 
 
+PENDING_KEY = "ledger_pending"
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event checked and queued by :func:`append`, chained at commit."""
+
+    at: str
+    actor_id: int | None
+    action: str
+    entity: str
+    entity_id: str
+    reason: str | None
+    data: str
+
+
 def append(
     session: Session,
     *,
@@ -118,30 +137,61 @@ def append(
     data: dict[str, Any],
     reason: str | None = None,
     at: dt.datetime | None = None,
-) -> LedgerEvent:
-    """Append one event in the caller's transaction (so it commits with the change)."""
+) -> PendingEvent:
+    """Queue one event in the caller's transaction; it is chained and written at commit.
+
+    Everything that can be wrong with the event (reason code, floats, timestamps) is
+    refused here, at the call, so the caller's transaction fails where the bug is.
+    """
     if reason is not None and reason not in REASON_CODES:
         raise LedgerError(f"unknown reason code {reason!r}; known: {', '.join(sorted(REASON_CODES))}")
-    data_text = canonical_json(data)
-    head = session.execute(
-        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    event = PendingEvent(at=format_at(at or dt.datetime.now(dt.timezone.utc)), actor_id=actor_id,
+                         action=action, entity=entity, entity_id=str(entity_id), reason=reason,
+                         data=canonical_json(data))
+    session.info.setdefault(PENDING_KEY, []).append(event)
+    return event
+
+
+def write_pending(session: Session) -> None:
+    """Chain and insert the queued events (in order) under the locked head row.
+
+    Runs in ``before_commit`` of every session; callers that must read their own
+    events back inside the transaction may call it earlier (later events still chain
+    after these).
+    """
+    pending: list[PendingEvent] = session.info.pop(PENDING_KEY, None) or []
+    if not pending:
+        return
+    conn = session.connection()
+    head_table, event_table = LedgerHead.__table__, LedgerEvent.__table__
+    head = conn.execute(select(head_table.c.seq, head_table.c.hash)
+                        .where(head_table.c.id == 1).with_for_update()).first()
     if head is None:
         raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
-    seq = head.seq + 1
-    at_text = format_at(at or dt.datetime.now(dt.timezone.utc))
-    digest = compute_hash(prev_hash=head.hash, seq=seq, at=at_text, actor_id=actor_id,
-                          action=action, entity=entity, entity_id=str(entity_id),
-                          reason=reason, data=data_text)
-    row = LedgerEvent(seq=seq, at=at_text, actor_id=actor_id, action=action, entity=entity,
-                      entity_id=str(entity_id), reason=reason, data=data_text,
-                      prev_hash=head.hash, hash=digest)
-    session.add(row)
-    head.seq = seq
-    head.hash = digest
-    session.flush()
-    session.info["ledger_head"] = (seq, digest)
-    return row
+    seq, prev = head.seq, head.hash
+    rows = []
+    for event in pending:
+        seq += 1
+        digest = compute_hash(prev_hash=prev, seq=seq, at=event.at, actor_id=event.actor_id,
+                              action=event.action, entity=event.entity, entity_id=event.entity_id,
+                              reason=event.reason, data=event.data)
+        rows.append({"seq": seq, "at": event.at, "actor_id": event.actor_id, "action": event.action,
+                     "entity": event.entity, "entity_id": event.entity_id, "reason": event.reason,
+                     "data": event.data, "prev_hash": prev, "hash": digest})
+        prev = digest
+    conn.execute(insert(event_table), rows)
+    conn.execute(update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev))
+    session.info["ledger_head"] = (seq, prev)
+
+
+def discard_pending(session: Session) -> None:
+    session.info.pop(PENDING_KEY, None)
+
+
+# Every session, whatever made it: queued events are written by the commit that makes
+# their change durable, and dropped with a rollback.
+sa_event.listen(Session, "before_commit", write_pending)
+sa_event.listen(Session, "after_rollback", discard_pending)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -229,7 +279,8 @@ class CheckpointStore:
 
 
 def head(session: Session) -> tuple[int, str]:
-    row = session.get(LedgerHead, 1)
+    write_pending(session)   # the head includes this transaction's own events
+    row = session.get(LedgerHead, 1, populate_existing=True)
     if row is None:
         raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
     return row.seq, row.hash

@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .db import is_read_session
 from .models import Item, ResolutionPolicy
 from .scores import mean
 
@@ -230,8 +231,24 @@ def params_of(row: ResolutionPolicy) -> dict[str, Any]:
 
 
 def policy_for_item(session: Session, item: Item) -> tuple[ResolutionPolicy, dict[str, Any]]:
-    """The item's policy version, or the default policy (stored, so it can be named)."""
+    """The item's policy version, or the default policy (stored, so it can be named).
+
+    In a read-only transaction (``db.read()``) a default policy not stored yet is
+    returned unsaved: readers only need its parameters, and a read never writes. The
+    first decision (a write) stores it.
+    """
     row = session.get(ResolutionPolicy, item.policy_id) if item.policy_id else None
     if row is None:
-        row = ensure_policy(session, DEFAULT_NAME, default_params())
+        params = default_params()
+        if not is_read_session(session):
+            row = ensure_policy(session, DEFAULT_NAME, params)
+        else:
+            text_ = canonical(params)
+            digest = hashlib.sha256(text_.encode("utf-8")).hexdigest()
+            row = session.execute(
+                select(ResolutionPolicy).where(ResolutionPolicy.name == DEFAULT_NAME,
+                                               ResolutionPolicy.content_hash == digest)
+                .order_by(ResolutionPolicy.version.desc()).limit(1)
+            ).scalar_one_or_none() or ResolutionPolicy(name=DEFAULT_NAME, version=0, params=text_,
+                                                       content_hash=digest)
     return row, params_of(row)

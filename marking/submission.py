@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import events, ledger
 from .access import LeaseError, NotAllowed, active_user
 from .adjudication import advance, current_decision, lock_response
 from .centre_time import now_or
-from .models import Item, Mark, MarkTask
+from .models import Item, Mark, MarkTask, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
 
@@ -37,6 +37,25 @@ MAX_REQUEST_ID = 64
 # resolution chain. The calibration package registers ``fn(session, task, mark, now)``
 # here (issue 7) to score them in the same transaction.
 CALIBRATION_HOOKS: list = []
+
+
+_TASK = MarkTask.__table__
+# Built once (every submit runs them): the user, the token's task and item, a used request id.
+_FOUND = (select(User.active, _TASK.c.id, _TASK.c.response_id,
+                 select(Mark.task_id).where(Mark.marker_id == bindparam("user_id"),
+                                            Mark.request_id == bindparam("request_id"))
+                 .scalar_subquery().label("used_task"),
+                 Item)
+          .select_from(User)
+          .outerjoin(_TASK, _TASK.c.lease_token == bindparam("token"))
+          .outerjoin(Item, Item.id == _TASK.c.item_id)
+          .where(User.id == bindparam("user_id")))
+# The fence: only the holder's current lease turns into a done task.
+_FENCED_DONE = (update(_TASK)
+                .where(_TASK.c.id == bindparam("task"), _TASK.c.lease_token == bindparam("token"),
+                       _TASK.c.status == "leased", _TASK.c.marker_id == bindparam("holder"))
+                .values(status="done").returning(_TASK.c.slot, _TASK.c.claimed_at))
+_MARK_INSERT = insert(Mark.__table__).returning(Mark.__table__.c.id)
 
 
 class IdempotencyConflict(ValueError):
@@ -73,6 +92,14 @@ def submit_mark(db, user_id: int, token: str, score: str | int | Fraction | None
                 condition_code: str | None = None, flags: Iterable[str] = (), dwell_ms: int | None = None,
                 started_at: dt.datetime | None = None, now: dt.datetime | None = None) -> SubmitResult:
     """Record the holder's mark for the leased task ``token``; see the module docstring."""
+    return db.run(submit_work(user_id, token, score, request_id=request_id, condition_code=condition_code,
+                              flags=flags, dwell_ms=dwell_ms, started_at=started_at, now=now))
+
+
+def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *, request_id: str,
+                condition_code: str | None = None, flags: Iterable[str] = (), dwell_ms: int | None = None,
+                started_at: dt.datetime | None = None, now: dt.datetime | None = None):
+    """The submit as ``fn(session) -> SubmitResult``, for ``db.run`` (arguments checked now)."""
     if not request_id or len(request_id) > MAX_REQUEST_ID:
         raise ValueError(f"request_id must be 1–{MAX_REQUEST_ID} characters")
     flags = sorted(set(flags))
@@ -95,59 +122,72 @@ def submit_mark(db, user_id: int, token: str, score: str | int | Fraction | None
             raise IdempotencyConflict(f"request id {request_id!r} was already used for another task")
         return _result(existing, True)
 
-    def fn(session: Session) -> SubmitResult:
-        active_user(session, user_id)
-        replayed = replay(session)
+    def refused(session: Session, task_id: int) -> SubmitResult:
+        """Why the fenced update matched nothing: a committed retry, or a lease not ours."""
+        replayed = replay(session)   # READ COMMITTED: a concurrent retry's commit is visible now
         if replayed is not None:
             return replayed
-        found = session.execute(select(MarkTask.id, MarkTask.response_id)
-                                .where(MarkTask.lease_token == token)).first()
-        if found is None:
-            raise LeaseError("unknown or recycled lease token: the lease expired and the task went "
-                             "back to the pool, or it was never yours")
-        response = lock_response(session, found.response_id)   # lock order: response, then task
-        task = session.execute(select(MarkTask).where(MarkTask.id == found.id).with_for_update()
+        task = session.execute(select(MarkTask).where(MarkTask.id == task_id)
                                .execution_options(populate_existing=True)).scalar_one()
-        if task.lease_token != token or task.status != "leased":
-            # A concurrent retry may have committed while we waited for the lock (READ
-            # COMMITTED: this statement sees it now).
+        if task.status == "leased" and task.lease_token == token and task.marker_id != user_id:
+            raise LeaseError("this task is leased to someone else")
+        raise LeaseError("this task is no longer leased to you (recycled, submitted or cancelled)")
+
+    def fn(session: Session) -> SubmitResult:
+        conn = session.connection()
+        # One round trip: is the user active, which task holds this token (and its item),
+        # was this request id used before (then it is a replay, or a conflict).
+        found = session.execute(_FOUND, {"user_id": user_id, "token": token, "request_id": request_id}).first()
+        if found is None or not found.active:
+            raise NotAllowed(f"user {user_id} does not exist or is disabled")
+        if found.used_task is not None:
             replayed = replay(session)
             if replayed is not None:
                 return replayed
-            raise LeaseError("this task is no longer leased to you (recycled, submitted or cancelled)")
-        if task.marker_id != user_id:
-            raise LeaseError("this task is leased to someone else")
-        item = session.get(Item, task.item_id)
+        if found.id is None:
+            raise LeaseError("unknown or recycled lease token: the lease expired and the task went "
+                             "back to the pool, or it was never yours")
+        response = lock_response(session, found.response_id)   # lock order: response, then task
+        done = conn.execute(_FENCED_DONE, {"task": found.id, "token": token, "holder": user_id}).first()
+        if done is None:
+            return refused(session, found.id)
+        slot, claimed_at = done
+        item = found.Item
         score_cp = validate_score(item, score, condition_code)
-        mark = Mark(response_id=response.id, task_id=task.id, marker_id=user_id, kind=task.slot,
-                    score_cp=score_cp, condition_code=condition_code, flags=json.dumps(flags),
-                    request_id=request_id, started_at=started_at or task.claimed_at,
-                    submitted_at=now, dwell_ms=dwell_ms)
-        session.add(mark)
-        task.status = "done"
-        session.flush()  # UNIQUE(marker_id, request_id) and (response_id, marker_id) hold here
+        mark_id = conn.execute(_MARK_INSERT, {   # UNIQUE(marker_id, request_id), (response, marker)
+            "response_id": response.id, "task_id": found.id, "marker_id": user_id, "kind": slot,
+            "score_cp": score_cp, "condition_code": condition_code, "flags": json.dumps(flags),
+            "request_id": request_id, "started_at": started_at or claimed_at, "submitted_at": now,
+            "dwell_ms": dwell_ms}).scalar_one()
         ledger.append(session, actor_id=user_id, action="mark.submitted", entity="response",
                       entity_id=response.id,
-                      data={"mark_id": mark.id, "task_id": task.id, "slot": task.slot, "item_id": item.id,
+                      data={"mark_id": mark_id, "task_id": found.id, "slot": slot, "item_id": item.id,
                             "score": ledger.score_text(from_cp(score_cp)), "condition_code": condition_code,
                             "flags": flags, "request_id": request_id},
                       at=now)
         # No slot on a topic markers read: seeds and self-checks look like live work (issue 7).
         events.publish(session, events.item_topic(item.id), "mark.submitted", {"item_id": item.id})
+        result = SubmitResult(mark_id, format_points(from_cp(score_cp)), condition_code, False)
+        needs_objects = flags or slot in CALIBRATION_SLOTS or slot in ("review", "extra")
+        if not needs_objects:
+            advance(session, response, now=now, actor_id=user_id)
+            return result
+        mark = session.get(Mark, mark_id)
         if flags:
             from .problems import register_abnormal
             register_abnormal(session, response, mark, flags, now=now)
-        if task.slot in CALIBRATION_SLOTS:
+        if slot in CALIBRATION_SLOTS:
+            task = session.get(MarkTask, found.id)
             for hook in CALIBRATION_HOOKS:
                 hook(session, task, mark, now)
-        elif task.slot == "review" or (task.slot == "extra" and response.status == "resolved"):
+        elif slot == "review" or (slot == "extra" and response.status == "resolved"):
             from .review import after_post_final_read
             after_post_final_read(session, response, item, mark, now=now)
         else:
             advance(session, response, now=now, actor_id=user_id)
-        return _result(mark, False)
+        return result
 
-    return db.run(fn)
+    return fn
 
 
 REVISABLE_KINDS = ("first", "second", "third")

@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from . import events, ledger
@@ -41,22 +41,25 @@ def find_subject(session: Session, code: str, session_code: str | None = None) -
     return rows[0]
 
 
+# Built once: a final score recomputes its script's total on every second read.
+_OBJECTIVE_ITEM = select(Item.id).where(Item.subject_id == bindparam("subject_id"), Item.kind == "objective").limit(1)
+_SUBJECTIVE_ITEMS = (select(Item.id, Item.code).where(Item.subject_id == bindparam("subject_id"),
+                                                      Item.kind == "subjective").order_by(Item.ordinal))
+_SCRIPT_RESPONSES = (select(Response).where(Response.script_id == bindparam("script_id"))
+                     .execution_options(populate_existing=True))
+_LOCK_SCRIPT = (select(Script).where(Script.id == bindparam("script_id")).with_for_update()
+                .execution_options(populate_existing=True))
+
+
 def has_objective_items(session: Session, subject_id: int) -> bool:
-    return session.execute(
-        select(Item.id).where(Item.subject_id == subject_id, Item.kind == "objective").limit(1)
-    ).first() is not None
+    return session.execute(_OBJECTIVE_ITEM, {"subject_id": subject_id}).first() is not None
 
 
 def compute(session: Session, script: Script, subject: Subject, *,
             override: dict[int, Fraction] | None = None) -> ScriptTotal:
     """The script's total from what is recorded (``override``: response id → final, for what-ifs)."""
-    items = session.execute(
-        select(Item.id, Item.code).where(Item.subject_id == subject.id, Item.kind == "subjective")
-        .order_by(Item.ordinal)
-    ).all()
-    rows = {r.item_id: r for r in session.execute(
-        select(Response).where(Response.script_id == script.id)
-        .execution_options(populate_existing=True)).scalars()}
+    items = session.execute(_SUBJECTIVE_ITEMS, {"subject_id": subject.id}).all()
+    rows = {r.item_id: r for r in session.execute(_SCRIPT_RESPONSES, {"script_id": script.id}).scalars()}
     missing: list[str] = []
     total = Fraction(0)
     if script.objective_cp is not None:
@@ -82,10 +85,7 @@ def compute(session: Session, script: Script, subject: Subject, *,
 def recompute_script(session: Session, script_id: int, *, now: dt.datetime, actor_id: int | None,
                      reason: str | None = None) -> ScriptTotal:
     """Recompute and store the total (script row locked: concurrent finals see each other)."""
-    script = session.execute(
-        select(Script).where(Script.id == script_id).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    script = session.execute(_LOCK_SCRIPT, {"script_id": script_id}).scalar_one()
     subject = session.get(Subject, script.subject_id)
     result = compute(session, script, subject)
     if not result.complete:

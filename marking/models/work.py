@@ -71,6 +71,12 @@ class MarkTask(Base):
         # Submit, renew and release find their task by the fencing token.
         Index("uq_mark_task_lease_token", "lease_token", unique=True),
         Index("ix_mark_task_response", "response_id"),
+        # A claim returns the caller's held lease, reopens the item's expired leases and
+        # counts the caller's seeds and self-checks: each an index range, whatever the
+        # item's size (the dispatch index above would scan the item's whole range).
+        Index("ix_mark_task_holder", "marker_id", "status", "item_id"),
+        Index("ix_mark_task_lease_expiry", "item_id", "status", "leased_until"),
+        Index("ix_mark_task_reserved", "reserved_for", "item_id", "slot"),
         CheckConstraint("status <> 'leased' OR (lease_token IS NOT NULL AND marker_id IS NOT NULL)",
                         name="lease_has_token"),
     )

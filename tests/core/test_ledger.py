@@ -173,3 +173,22 @@ def test_unknown_reason_code_is_refused(db):
 
 # Computed once from the canonical-JSON definition; a change here breaks every stored ledger.
 EXPECTED_HEAD_AFTER_FOUR = "3c212be5398fd6419489093e69575b6ecb24b46e0e5656a4278991d3a7355fee"
+
+
+def test_events_are_chained_at_commit_in_order_and_dropped_on_rollback(db, store):
+    """The head row is locked only at commit; several events of one transaction chain in call order."""
+    with db.write() as s:
+        ledger.append(s, actor_id=1, action="a.first", entity="x", entity_id=1, data={"n": 1})
+        ledger.append(s, actor_id=1, action="a.second", entity="x", entity_id=1, data={"n": 2})
+        assert s.execute(text("SELECT count(*) FROM ledger_event")).scalar_one() == 0   # queued, not written
+        seq, _hash = ledger.head(s)   # reading the head writes this transaction's own events first
+        assert seq == 2
+        ledger.append(s, actor_id=1, action="a.third", entity="x", entity_id=1, data={"n": 3})
+    with pytest.raises(RuntimeError):
+        with db.write() as s:
+            ledger.append(s, actor_id=1, action="a.lost", entity="x", entity_id=1, data={})
+            raise RuntimeError("the change fails")
+    with db.read() as s:
+        rows = s.execute(text("SELECT seq, action FROM ledger_event ORDER BY seq")).all()
+    assert [tuple(r) for r in rows] == [(1, "a.first"), (2, "a.second"), (3, "a.third")]
+    assert ledger.verify(db, store).ok
