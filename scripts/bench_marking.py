@@ -12,17 +12,25 @@ What it does (one run, one backend):
    double-marked item; M markers (users, role, duty) written directly to the database with
    ONE real argon2id hash of the shared password (the server's argon2 cost is untouched);
    responses and their first/second tasks bulk-inserted with SQL.
-2. ``marking-centre serve`` as a subprocess (gunicorn -w 1 --threads N) on 127.0.0.1 and an
-   ephemeral port. Every marker logs in once over HTTP (its own session cookie, CSRF token);
-   each login comes from its own loopback source address (127.2.x.y), as real markers come
-   from their own machines — the per-address login throttle (20/min) stays as shipped.
-3. Load: a bounded pool of client threads (stdlib http.client, keep-alive) drives the M
-   markers round-robin, each marker claim → submit as fast as possible, for ``--duration``
-   seconds. Reported: marks/s, p50/p95/p99 of claim and submit.
-4. Raw ceiling in the same run: the same claim_next/submit_mark calls straight into the
-   service layer (``marking.dispatch``/``marking.submission`` with a ``Database``) from N
-   threads in this process (no HTTP, no Flask); ratio web/raw.
-5. Dispatch scaling: claim p50 (service layer, one thread) on an item with 10,000 vs
+2. ``--servers`` × ``marking-centre serve`` (gunicorn -w 1 --threads N each) as subprocesses
+   on 127.0.0.1; with more than one, Redis is their Socket.IO message queue (as in
+   production) and each marker is pinned to one server (what nginx's ip_hash does). Every
+   marker logs in once over HTTP (its own session cookie, CSRF token) from its own loopback
+   address (127.2.x.y): the per-address login throttle (20/min) stays as shipped.
+3. Saturation: a bounded pool of client threads (stdlib http.client, keep-alive) drives
+   the M markers round-robin as fast as the servers answer, for ``--duration`` seconds;
+   protocol ``workbench`` (default) is what the marker workbench sends — every submit
+   carries ``next: true`` and returns the next task, one request per mark. Reported:
+   marks/s, request latency percentiles, and CPU milliseconds per mark spent by the
+   servers, PostgreSQL and the client (from /proc: independent of other load).
+4. Latency at a stated load (``--latency-at``, default 50 % and 80 % of the saturation
+   rate): open-loop Poisson arrivals, each from an idle marker; latency from a mark's
+   scheduled arrival to its answer (no coordinated omission).
+5. Raw ceiling in the same run: the same claim_next/submit_mark calls straight into the
+   service layer (``marking.dispatch``/``marking.submission``, calibration hooks installed
+   as the server installs them) from ``--servers`` processes × N threads (no HTTP, no
+   Flask); ratio web/raw.
+6. Dispatch scaling: claim p50 (service layer, one thread) on an item with 10,000 vs
    1,000,000 responses (bulk INSERT … SELECT generate_series / recursive CTE), ratio.
 """
 from __future__ import annotations
@@ -326,7 +334,20 @@ def source_ip(n: int) -> str:
     return f"127.2.{(n // 250) % 250}.{n % 250 + 1}"
 
 
-def login_all(port: int, usernames: list[str], *, workers: int = 8) -> list[Session]:
+def login_all_sticky(ports: list[int], usernames: list[str], *, workers: int = 8) -> list[Session]:
+    """Marker ``i`` logs in on ``ports[i % len(ports)]`` and stays there (sticky sessions)."""
+    sessions: list[Session] = []
+    for n, port in enumerate(ports):
+        mine = list(range(n, len(usernames), len(ports)))
+        for i, s in zip(mine, login_all(port, [usernames[i] for i in mine], workers=workers, addresses=mine)):
+            sessions.append((i, s))
+    return [s for _i, s in sorted(sessions, key=lambda pair: pair[0])]
+
+
+def login_all(port: int, usernames: list[str], *, workers: int = 8,
+              addresses: list[int] | None = None) -> list[Session]:
+    """Log every marker in (each from its own loopback address: ``source_ip(addresses[i])``)."""
+    addresses = addresses or list(range(len(usernames)))
     sessions: list[Session | None] = [None] * len(usernames)
     errors: list[str] = []
     it = iter(range(len(usernames)))
@@ -338,7 +359,7 @@ def login_all(port: int, usernames: list[str], *, workers: int = 8) -> list[Sess
                 i = next(it, None)
             if i is None:
                 return
-            s = Session(port, source_ip(i))
+            s = Session(port, source_ip(addresses[i]))
             try:
                 s.login(usernames[i])
             except Exception as exc:  # noqa: BLE001
@@ -359,6 +380,61 @@ def login_all(port: int, usernames: list[str], *, workers: int = 8) -> list[Sess
 
 # --------------------------------------------------------------------------- measurements
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for child in Path(f"/proc/{current}/task/{current}/children").read_text().split():
+                todo.append(int(child))
+    return out
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the web servers, PostgreSQL and this client over a window.
+
+    Divided by the marks made in the window this gives CPU milliseconds per mark per
+    component — a figure that does not depend on what else the shared machine runs.
+    """
+
+    def __init__(self, server_pids: list[int]):
+        self.server_pids = server_pids
+
+    def sample(self) -> dict[str, float]:
+        servers = sum(_proc_cpu_seconds(p) for root in self.server_pids for p in _descendants(root))
+        postgres = sum(_proc_cpu_seconds(p) for p in _postgres_pids())
+        times = os.times()
+        return {"web": servers, "postgres": postgres, "client": times.user + times.system}
+
+    @staticmethod
+    def per_mark(before: dict[str, float], after: dict[str, float], marks: int) -> dict[str, float]:
+        if not marks:
+            return {}
+        out = {k: round((after[k] - before[k]) / marks * 1000, 2) for k in before}
+        out["total"] = round(sum(out.values()), 2)
+        return out
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -374,6 +450,7 @@ class LoadResult:
     claim_ms: list[float]
     submit_ms: list[float]
     errors: dict[str, int]
+    cpu_ms_per_mark: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -383,12 +460,19 @@ class LoadResult:
         return {"marks": self.marks, "seconds": round(self.seconds, 2), "marks_per_s": round(self.rate, 1),
                 **{f"claim_p{p}_ms": round(pct(self.claim_ms, p), 1) for p in (50, 95, 99)},
                 **{f"submit_p{p}_ms": round(pct(self.submit_ms, p), 1) for p in (50, 95, 99)},
-                "errors": dict(self.errors)}
+                "errors": dict(self.errors), **({"cpu_ms_per_mark": self.cpu_ms_per_mark} if self.cpu_ms_per_mark else {})}
 
 
-def web_load(port: int, item_id: int, sessions: list[Session], *, clients: int, duration: float,
-             warmup: float = 2.0) -> LoadResult:
-    """``clients`` threads, each with one keep-alive connection, cycle through their markers."""
+def web_load(ports: list[int], item_id: int, sessions: list[Session], *, clients: int, duration: float,
+             warmup: float = 2.0, protocol: str = "workbench", meter: CpuMeter | None = None) -> LoadResult:
+    """``clients`` threads, each with one keep-alive connection, cycle through their markers.
+
+    Marker ``i`` always talks to ``ports[i % len(ports)]`` (sticky, as nginx's ip_hash
+    pins a workstation to one server); each client thread serves markers of one server.
+    ``workbench``: what the marker workbench does — one claim, then every submit carries
+    ``next: true`` and returns the next task (one request per mark). ``separate``: a claim
+    request and a submit request per mark.
+    """
     stop = threading.Event()
     t_measure = [0.0]
     claim_ms: list[float] = []
@@ -396,13 +480,33 @@ def web_load(port: int, item_id: int, sessions: list[Session], *, clients: int, 
     marks = [0]
     errors: dict[str, int] = {}
     lock = threading.Lock()
-    groups = [sessions[i::clients] for i in range(clients)]
+    by_port = {port: [s for i, s in enumerate(sessions) if ports[i % len(ports)] == port] for port in ports}
+    groups = []
+    for n in range(clients):   # client threads spread over the servers, markers over the threads
+        port = ports[n % len(ports)]
+        k, of = n // len(ports), len([m for m in range(clients) if ports[m % len(ports)] == port])
+        groups.append((port, by_port[port][k::of]))
+    held: dict[int, str] = {}   # marker session id -> token of the task it holds
 
     def err(kind):
         with lock:
             errors[kind] = errors.get(kind, 0) + 1
 
-    def work(group: list[Session]):
+    def claim(s: Session, conn) -> str | None:
+        t0 = time.perf_counter()
+        status, data = s.post_json(f"/api/v1/items/{item_id}/claim", {}, conn=conn)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if status != 200 or not data or not data.get("task"):
+            err(f"claim {status}" if status != 200 else "claim empty")
+            if data and data.get("empty"):
+                time.sleep(0.05)
+            return None
+        if t0 >= t_measure[0] and not stop.is_set():
+            with lock:
+                claim_ms.append(elapsed)
+        return data["task"]["token"]
+
+    def work(port: int, group: list[Session]):
         conn = None
         for s in itertools.cycle(group):
             if stop.is_set():
@@ -410,17 +514,14 @@ def web_load(port: int, item_id: int, sessions: list[Session], *, clients: int, 
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             try:
-                t0 = time.perf_counter()
-                status, data = s.post_json(f"/api/v1/items/{item_id}/claim", {}, conn=conn)
-                t1 = time.perf_counter()
-                if status != 200 or not data or not data.get("task"):
-                    err(f"claim {status}" if status != 200 else "claim empty")
-                    if data and data.get("empty"):
-                        time.sleep(0.05)
+                token = held.pop(id(s), None) or claim(s, conn)
+                if token is None:
                     continue
-                status2, data2 = s.post_json("/api/v1/tasks/submit",
-                                             {"token": data["task"]["token"], "score": "5",
-                                              "request_id": uuid.uuid4().hex}, conn=conn)
+                payload = {"token": token, "score": "5", "request_id": uuid.uuid4().hex}
+                if protocol == "workbench":
+                    payload.update(next=True, item_id=item_id)
+                t1 = time.perf_counter()
+                status2, data2 = s.post_json("/api/v1/tasks/submit", payload, conn=conn)
                 t2 = time.perf_counter()
             except (OSError, http.client.HTTPException) as exc:
                 err(type(exc).__name__)
@@ -430,31 +531,45 @@ def web_load(port: int, item_id: int, sessions: list[Session], *, clients: int, 
             if status2 != 200:
                 err(f"submit {status2}")
                 continue
-            if t0 >= t_measure[0] and not stop.is_set():
+            nxt = (data2 or {}).get("next")
+            if nxt and nxt.get("token"):
+                held[id(s)] = nxt["token"]
+            if t1 >= t_measure[0] and not stop.is_set():
                 with lock:
-                    claim_ms.append((t1 - t0) * 1000)
                     submit_ms.append((t2 - t1) * 1000)
                     marks[0] += 1
         if conn is not None:
             conn.close()
 
     t_measure[0] = time.perf_counter() + warmup
-    threads = [threading.Thread(target=work, args=(g,), daemon=True) for g in groups if g]
+    threads = [threading.Thread(target=work, args=g, daemon=True) for g in groups if g[1]]
     for t in threads:
         t.start()
-    time.sleep(warmup + duration)
+    time.sleep(warmup)
+    cpu_before, marks_before = meter.sample() if meter else None, marks[0]
+    time.sleep(duration)
     stop.set()
     t_end = time.perf_counter()
+    cpu_after, marks_window = meter.sample() if meter else None, marks[0] - marks_before
     for t in threads:
         t.join(60)
-    return LoadResult(marks[0], t_end - t_measure[0], claim_ms, submit_ms, errors)
+    result = LoadResult(marks[0], t_end - t_measure[0], claim_ms, submit_ms, errors)
+    if meter:
+        result.cpu_ms_per_mark = CpuMeter.per_mark(cpu_before, cpu_after, marks_window)
+    return result
 
 
 def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int, duration: float,
-             warmup: float = 1.0) -> LoadResult:
-    """The same claim → submit straight through the service layer, ``threads`` threads, no web."""
+             warmup: float = 1.0, start_at: float | None = None) -> LoadResult:
+    """The same claim → submit straight through the service layer, ``threads`` threads, no web.
+
+    The calibration hooks are installed as the server's composition root installs them
+    (seed and self-check scheduling runs on every claim there too).
+    """
+    import calibration
     from marking import dispatch, submission
 
+    calibration.install()
     stop = threading.Event()
     t_measure = [0.0]
     claim_ms: list[float] = []
@@ -488,6 +603,8 @@ def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int,
                     submit_ms.append((t2 - t1) * 1000)
                     marks[0] += 1
 
+    if start_at is not None:   # several processes start their clocks together
+        time.sleep(max(0.0, start_at - time.time()))
     t_measure[0] = time.perf_counter() + warmup
     ts = [threading.Thread(target=work, args=(g,), daemon=True) for g in groups if g]
     for t in ts:
@@ -498,6 +615,148 @@ def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int,
     for t in ts:
         t.join(60)
     return LoadResult(marks[0], t_end - t_measure[0], claim_ms, submit_ms, errors)
+
+
+def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, rate: float, duration: float,
+                   workers: int = 64, warmup: float = 2.0, seed: int = 1) -> LoadResult:
+    """Open loop: marks arrive at ``rate`` per second (Poisson), each from an idle marker.
+
+    Latency runs from a mark's *scheduled* arrival to its answer, so a slow server is
+    charged for the queue it causes (no coordinated omission). Every marker first
+    claims a task; then each arrival is one workbench request (submit with next).
+    """
+    import collections
+    import queue as queue_mod
+    import random
+
+    jobs: queue_mod.Queue = queue_mod.Queue()
+    held: dict[int, str] = {}
+    idle = collections.deque(range(len(sessions)))
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    marks = [0]
+    t_measure = [float("inf")]
+
+    def err(kind):
+        with lock:
+            errors[kind] = errors.get(kind, 0) + 1
+
+    def worker():
+        conns: dict[int, http.client.HTTPConnection] = {}
+        while True:
+            job = jobs.get()
+            if job is None:
+                break
+            due, i = job
+            s, port = sessions[i], ports[i % len(ports)]
+            def post(path, payload):
+                # A keep-alive connection the server closed while idle fails at once: retry once on
+                # a fresh one (safe: a submit is idempotent by its request id).
+                for attempt in (1, 2):
+                    c = conns.get(port) or conns.setdefault(port, http.client.HTTPConnection(
+                        "127.0.0.1", port, timeout=60))
+                    try:
+                        return s.post_json(path, payload, conn=c)
+                    except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                        conns.pop(port).close()
+                        if attempt == 2:
+                            raise
+            try:
+                if i not in held:
+                    status, data = post(f"/api/v1/items/{item_id}/claim", {})
+                    if status == 200 and data and data.get("task"):
+                        held[i] = data["task"]["token"]
+                    else:
+                        err(f"claim {status}")
+                else:
+                    status, data = post("/api/v1/tasks/submit",
+                                        {"token": held.pop(i), "score": "5", "request_id": uuid.uuid4().hex,
+                                         "next": True, "item_id": item_id})
+                    done = time.perf_counter()
+                    if status != 200:
+                        err(f"submit {status}")
+                    else:
+                        nxt = (data or {}).get("next")
+                        if nxt and nxt.get("token"):
+                            held[i] = nxt["token"]
+                        if due >= t_measure[0]:
+                            with lock:
+                                latencies.append((done - due) * 1000)
+                                marks[0] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                err(type(exc).__name__)
+                if port in conns:
+                    conns.pop(port).close()
+            with lock:
+                idle.append(i)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in pool:
+        t.start()
+    for i in range(len(sessions)):   # every marker holds a task before the clock starts
+        jobs.put((time.perf_counter(), i))
+        with lock:
+            idle.remove(i)
+    while len(held) + sum(errors.values()) < len(sessions):
+        time.sleep(0.05)
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    t_measure[0] = start + warmup
+    end = t_measure[0] + duration
+    due, skipped = start, 0
+    while True:
+        due += rng.expovariate(rate)
+        if due >= end:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with lock:
+            i = idle.popleft() if idle else None
+        if i is None:
+            skipped += 1   # every marker busy: the offered rate exceeds what the server gives
+            continue
+        jobs.put((due, i))
+    for _ in pool:
+        jobs.put(None)
+    for t in pool:
+        t.join(60)
+    if skipped:
+        errors["arrivals with every marker busy"] = skipped
+    return LoadResult(marks[0], duration, [], latencies, errors)
+
+
+def _raw_process(url: str, item_id: int, marker_ids: list[int], threads: int, duration: float,
+                 start_at: float, out) -> None:
+    db = Database(url)
+    try:
+        r = raw_load(db, item_id, marker_ids, threads=threads, duration=duration, start_at=start_at)
+        out.put((r.marks, r.seconds, r.claim_ms, r.submit_ms, r.errors))
+    finally:
+        db.dispose()
+
+
+def raw_load_processes(url: str, item_id: int, marker_ids: list[int], *, processes: int, threads: int,
+                       duration: float) -> LoadResult:
+    """The raw ceiling with as many OS processes as the web has servers (same GIL budget)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 5.0   # time for the children to import and connect
+    procs = [ctx.Process(target=_raw_process, args=(url, item_id, marker_ids[i::processes], threads, duration,
+                                                    start_at, out)) for i in range(processes)]
+    for proc in procs:
+        proc.start()
+    parts = [out.get(timeout=duration + 120) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    errors: dict[str, int] = {}
+    for part in parts:
+        for k, v in part[4].items():
+            errors[k] = errors.get(k, 0) + v
+    return LoadResult(sum(p[0] for p in parts), statistics.mean(p[1] for p in parts),
+                      [x for p in parts for x in p[2]], [x for p in parts for x in p[3]], errors)
 
 
 def claim_p50(db: Database, world: World, claims: int) -> tuple[float, list[float]]:
@@ -543,8 +802,20 @@ def main(argv=None) -> int:
                                            "default: SQLite in a temp dir")
     ap.add_argument("--markers", type=int, default=500)
     ap.add_argument("--responses", type=int, default=30000, help="responses for the load phases")
-    ap.add_argument("--threads", type=int, default=32, help="gunicorn --threads and raw-ceiling threads")
+    ap.add_argument("--servers", type=int, default=2,
+                    help="web processes (gunicorn -w 1 each, markers pinned to one, as nginx ip_hash does); "
+                         "also the raw ceiling's process count")
+    ap.add_argument("--threads", type=int, default=16, help="gunicorn --threads per server and raw-ceiling "
+                                                            "threads per process")
     ap.add_argument("--clients", type=int, default=64, help="client threads (bounded pool)")
+    ap.add_argument("--protocol", choices=("workbench", "separate"), default="workbench",
+                    help="workbench: submit carries next:true (one request per mark, as the workbench does); "
+                         "separate: claim and submit requests")
+    ap.add_argument("--latency-at", type=float, nargs="*", default=[0.5, 0.8],
+                    help="after the saturation phase, open-loop phases at these shares of its rate "
+                         "(latency at a stated load; at saturation latency is queueing by definition)")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                    help="Socket.IO message queue for more than one server (required then, as in production)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per load phase")
     ap.add_argument("--scale-small", type=int, default=10_000)
     ap.add_argument("--scale-large", type=int, default=1_000_000)
@@ -558,38 +829,51 @@ def main(argv=None) -> int:
         args.markers, args.duration, args.responses = 50, 5.0, 5000
         args.scale_small, args.scale_large, args.scale_claims = 2000, 20000, 100
     backend = "postgresql" if args.database_url and args.database_url.startswith("postgres") else "sqlite"
-    results: dict = {"backend": backend, "markers": args.markers, "threads": args.threads,
-                     "clients": args.clients, "duration_s": args.duration, "cpus": os.cpu_count(),
-                     "python": platform.python_version()}
+    results: dict = {"backend": backend, "markers": args.markers, "servers": args.servers, "threads": args.threads,
+                     "clients": args.clients, "protocol": args.protocol, "duration_s": args.duration,
+                     "cpus": os.cpu_count(), "python": platform.python_version()}
     workdir = Path(tempfile.mkdtemp(prefix="mc-bench-"))
-    print(f"# marking load benchmark: {backend}, {args.markers} markers, gunicorn -w 1 --threads "
-          f"{args.threads}, {args.clients} client threads, {args.duration:.0f} s per phase", flush=True)
+    print(f"# marking load benchmark: {backend}, {args.markers} markers, {args.servers} × gunicorn -w 1 --threads "
+          f"{args.threads}, {args.clients} client threads, {args.protocol} protocol, {args.duration:.0f} s per phase",
+          flush=True)
     url, drop = fresh_database(args.database_url, workdir)
     db = Database(url)
-    server = None
+    servers: list[ServerProcess] = []
     try:
         migrate.upgrade(db)
         t0 = time.perf_counter()
         world = populate(db, markers=args.markers, responses=args.responses)
         print(f"setup: {args.markers} markers, {args.responses} responses in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        server = ServerProcess(url, workdir / "data", threads=args.threads).start()
+        env = {"MC_REDIS_URL": args.redis_url} if args.servers > 1 else {}
+        for n in range(args.servers):
+            servers.append(ServerProcess(url, workdir / f"data-{n}", threads=args.threads, env=env).start())
+        ports = [server.port for server in servers]
         t0 = time.perf_counter()
-        sessions = login_all(server.port, world.usernames)
+        sessions = login_all_sticky(ports, world.usernames)
         results["login_s"] = round(time.perf_counter() - t0, 1)
         print(f"logins: {len(sessions)} in {results['login_s']} s (argon2id at the server's cost)", flush=True)
-        web = web_load(server.port, world.item_id, sessions, clients=args.clients, duration=args.duration)
+        web = web_load(ports, world.item_id, sessions, clients=args.clients, duration=args.duration,
+                       protocol=args.protocol, meter=CpuMeter([server.proc.pid for server in servers]))
         results["web"] = web.summary()
         print("web:", json.dumps(results["web"]), flush=True)
-        server.stop()
-        server = None
-        raw = raw_load(db, world.item_id, world.markers, threads=args.threads, duration=args.duration)
+        for share in args.latency_at:
+            rate = round(web.rate * share, 1)
+            at = web_latency_at(ports, world.item_id, sessions, rate=rate, duration=args.duration)
+            results[f"latency_at_{int(share * 100)}pct"] = {"offered_marks_per_s": rate, **at.summary()}
+            print(f"latency at {share:.0%} of the saturation rate ({rate}/s):",
+                  json.dumps(results[f"latency_at_{int(share * 100)}pct"]), flush=True)
+        for server in servers:
+            server.stop()
+        servers = []
+        raw = raw_load_processes(url, world.item_id, world.markers, processes=args.servers, threads=args.threads,
+                                 duration=args.duration)
         results["raw"] = raw.summary()
         print("raw:", json.dumps(results["raw"]), flush=True)
         results["web_over_raw"] = round(web.rate / raw.rate, 3) if raw.rate else None
         print(f"web/raw: {results['web_over_raw']}", flush=True)
     finally:
-        if server is not None:
+        for server in servers:
             server.stop()
         db.dispose()
         drop()

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import abort, g, jsonify, request, url_for
 
-from marking import dispatch, problems, submission
+from marking import dispatch, problems, submission, workbench
 
 from .. import queries
 from ..errors import error_response, service_error
@@ -52,6 +52,11 @@ def task_json(view: dispatch.TaskView | None) -> dict[str, Any] | None:
     return data
 
 
+def result_json(result: submission.SubmitResult) -> dict[str, Any]:
+    return {"mark_id": result.mark_id, "score": result.score, "condition_code": result.condition_code,
+            "replayed": result.replayed}
+
+
 @bp.route("/marker/items")
 @roles(*WORKERS)
 def my_items():
@@ -82,20 +87,30 @@ def submit():
     score = data.get("score")
     if isinstance(score, (int, float)) and not isinstance(score, bool):
         score = str(score)   # never a binary float on the score path (R-MARK-2)
+    item_id = data.get("item_id")
+    queue = data.get("queue", "marking")
+    fields = dict(request_id=str(data.get("request_id") or ""), condition_code=data.get("condition_code") or None,
+                  flags=data.get("flags") or (),
+                  dwell_ms=int(data["dwell_ms"]) if isinstance(data.get("dwell_ms"), int) else None)
+    if data.get("next") and isinstance(item_id, int) and queue in dispatch.QUEUES:
+        # The workbench's usual step: the mark and the next task in one transaction.
+        try:
+            both = workbench.submit_and_claim_next(db(), g.user.id, token, score, item_id=item_id, queue=queue,
+                                                   **fields)
+        except Exception as exc:  # noqa: BLE001
+            return service_error(exc)
+        out = {"result": result_json(both.result), "next": task_json(both.next)}
+        if both.next_error:
+            out["next_error"] = both.next_error
+        return jsonify(out)
     try:
-        result = submission.submit_mark(
-            db(), g.user.id, token, score, request_id=str(data.get("request_id") or ""),
-            condition_code=data.get("condition_code") or None, flags=data.get("flags") or (),
-            dwell_ms=int(data["dwell_ms"]) if isinstance(data.get("dwell_ms"), int) else None)
+        result = submission.submit_mark(db(), g.user.id, token, score, **fields)
     except Exception as exc:  # noqa: BLE001
         return service_error(exc)
-    out: dict[str, Any] = {"result": {"mark_id": result.mark_id, "score": result.score,
-                                      "condition_code": result.condition_code, "replayed": result.replayed}}
-    item_id = data.get("item_id")
+    out: dict[str, Any] = {"result": result_json(result)}
     if data.get("next") and isinstance(item_id, int):
         try:
-            queue = data.get("queue", "marking")
-            if queue not in dispatch.QUEUES and queue not in CALIBRATION_QUEUES:
+            if queue not in CALIBRATION_QUEUES:
                 queue = "marking"
             out["next"] = task_json(deal(g.user.id, item_id, queue))
         except Exception as exc:  # noqa: BLE001 - the mark is saved; say why nothing follows

@@ -12,9 +12,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from marking.models import LoginSession, User
+from marking.models import LoginSession, User, UserRole
 from marking.models.base import utcnow
 
 from ..permissions import MFA_ROLES
@@ -85,39 +85,49 @@ def mark_mfa_passed(db, session_id: str) -> None:
                         .values(mfa_passed=True, last_seen_at=utcnow()))
 
 
+_LOAD = (select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.last_seen_at,
+                LoginSession.mfa_passed, User.id, User.username, User.display_name, User.active, User.locale,
+                User.totp_secret, UserRole.role)
+         .join(User, User.id == LoginSession.user_id)
+         .outerjoin(UserRole, UserRole.user_id == User.id)
+         .where(LoginSession.id == bindparam("sid")))
+
+
 def load(db, token: str | None, *, idle_minutes: int, mfa_skip: bool = False,
          touch: bool = True) -> CurrentUser | None:
-    """The user behind a cookie token, or None (expired, revoked, disabled, unknown)."""
+    """The user behind a cookie token, or None (expired, revoked, disabled, unknown).
+
+    Every request pays for this, so it is one statement (session, user and roles
+    joined) outside a transaction; writes happen only to end a session or, at most
+    every 30 s, to record activity.
+    """
     if not token or len(token) > 200:
         return None
     sid = token_hash(token)
     now = utcnow()
-    with db.read() as session:
-        row = session.execute(select(LoginSession, User).join(User, User.id == LoginSession.user_id)
-                              .where(LoginSession.id == sid)).first()
-        if row is None:
-            return None
-        ls, user = row
-        reason = None
-        if ls.revoked_at is not None:
-            return None
-        if not user.active:
-            reason = "disabled"
-        elif ls.expires_at <= now:
-            reason = "absolute_timeout"
-        elif ls.last_seen_at + dt.timedelta(minutes=idle_minutes) <= now:
-            reason = "idle_timeout"
-        role_names = frozenset(user.role_names)
-        current = CurrentUser(user.id, user.username, user.display_name, role_names, user.locale or "zh_CN",
-                              sid, needs_mfa(role_names) and not mfa_skip, bool(ls.mfa_passed),
-                              bool(user.totp_secret))
-        last_seen = ls.last_seen_at
+    rows = db.read_rows(_LOAD, {"sid": sid})
+    if not rows:
+        return None
+    row = rows[0]
+    if row.revoked_at is not None:
+        return None
+    reason = None
+    if not row.active:
+        reason = "disabled"
+    elif row.expires_at <= now:
+        reason = "absolute_timeout"
+    elif row.last_seen_at + dt.timedelta(minutes=idle_minutes) <= now:
+        reason = "idle_timeout"
     if reason:
         with db.write() as session:
             session.execute(update(LoginSession).where(LoginSession.id == sid, LoginSession.revoked_at.is_(None))
                             .values(revoked_at=now, revoked_reason=reason))
         return None
-    if touch and now - last_seen > dt.timedelta(seconds=30):
+    role_names = frozenset(r.role for r in rows if r.role is not None)
+    current = CurrentUser(row.id, row.username, row.display_name, role_names, row.locale or "zh_CN",
+                          sid, needs_mfa(role_names) and not mfa_skip, bool(row.mfa_passed),
+                          bool(row.totp_secret))
+    if touch and now - row.last_seen_at > dt.timedelta(seconds=30):
         with db.write() as session:
             session.execute(update(LoginSession).where(LoginSession.id == sid).values(last_seen_at=now))
     return current
