@@ -11,7 +11,12 @@ have already seen (duplicates are harmless, which also makes several drainers sa
 With MC_REDIS_URL the Socket.IO server uses Redis as its message queue (several web
 processes behind a sticky proxy); startup fails loudly if the ``redis`` package is
 missing or Redis does not answer PING (pitfall 4: the manager would otherwise drop
-events silently).
+events silently). Then one process drains for all: Redis delivers each emit to every
+process, so a drainer per process would send every event N times and cost N² work.
+The drainer holds a short Redis lease (``mc:outbox:<database>:drainer``, renewed every
+poll) and keeps its position in ``mc:outbox:<database>:last_id``; when it stops, another process takes the
+lease within ``DRAINER_LEASE_MS`` and continues from that position (an event or two may
+be sent twice at a handover; clients drop ids they have seen).
 
 Authorisation: the ``connect`` handler authenticates the login-session cookie
 (handlers get no ``before_request``); ``subscribe`` admits a topic only to those
@@ -19,14 +24,18 @@ entitled to it. Payloads never carry candidate identity or marks (marking.events
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import threading
+import uuid
 from typing import Any
 
 from flask import Flask, current_app, request
 from flask_socketio import SocketIO, join_room
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from marking.config import ConfigError
 from marking.models import OutboxEvent
@@ -36,6 +45,21 @@ from .auth import sessions
 
 log = logging.getLogger("web.live")
 REPLAY_LIMIT = 500
+# Keys per database: two centres (or test databases) may share one Redis.
+DRAINER_KEY = "mc:outbox:{db}:drainer"
+POSITION_KEY = "mc:outbox:{db}:last_id"
+DRAINER_LEASE_MS = 3000
+# Take the lease if free, or extend it if it is ours (atomic).
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_NEWER = (select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.name, OutboxEvent.payload)
+          .where(OutboxEvent.id > bindparam("after")).order_by(OutboxEvent.id).limit(1000))
 
 
 class ConfigurationError(ConfigError):
@@ -74,7 +98,13 @@ def may_subscribe(user, topic: str) -> bool:
     return False
 
 
-def row_json(row: OutboxEvent) -> dict[str, Any]:
+def _redis_client(url: str):
+    import redis
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+
+
+def row_json(row) -> dict[str, Any]:
+    """An outbox row (ORM object or result row) as the event clients receive."""
     try:
         payload = json.loads(row.payload)
     except ValueError:
@@ -94,6 +124,11 @@ class Live:
         self.socketio = SocketIO(app, async_mode="threading", message_queue=queue,
                                  manage_session=False, logger=False, engineio_logger=False)
         self.db = app.extensions["mc_db"]
+        self.redis = _redis_client(queue) if queue else None
+        self.me = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._redis_down = False
+        scope = hashlib.sha256(str(self.db.url).encode()).hexdigest()[:16]
+        self.drainer_key, self.position_key = DRAINER_KEY.format(db=scope), POSITION_KEY.format(db=scope)
         self.last_id: int | None = None
         self._thread_started = False
         self._lock = threading.Lock()
@@ -101,18 +136,41 @@ class Live:
         self._register()
 
     # ------------------------------------------------------------------ draining
+    def is_drainer(self) -> bool:
+        """Without a message queue every process drains; with one, the lease holder only."""
+        if self.redis is None:
+            return True
+        try:
+            held = bool(self.redis.eval(_LEASE_SCRIPT, 1, self.drainer_key, self.me, DRAINER_LEASE_MS))
+        except Exception as exc:  # noqa: BLE001 - Redis down: live updates degrade, marking goes on
+            if not self._redis_down:
+                log.warning("outbox drainer paused: Redis unavailable (%s)", exc)
+                self._redis_down = True
+            return False
+        if self._redis_down:
+            log.warning("outbox drainer: Redis is back")
+            self._redis_down = False
+        if held and self.last_id is not None:
+            position = self.redis.get(self.position_key)
+            if position is not None and int(position) > self.last_id:
+                self.last_id = int(position)   # continue where the previous holder stopped
+        return held
+
     def drain_once(self) -> int:
         """Emit every outbox row newer than the last one emitted; returns how many."""
-        with self.db.read() as s:
-            if self.last_id is None:
+        if self.last_id is None:
+            with self.db.read() as s:
                 self.last_id = s.execute(select(func.max(OutboxEvent.id))).scalar() or 0
-                return 0
-            rows = s.execute(select(OutboxEvent).where(OutboxEvent.id > self.last_id)
-                             .order_by(OutboxEvent.id).limit(1000)).scalars().all()
-            events = [row_json(r) for r in rows]
+            return 0
+        if not self.is_drainer():
+            return 0
+        events = [row_json(r) for r in self.db.read_rows(_NEWER, {"after": self.last_id})]
         for event in events:
             self.socketio.emit("outbox", event, to=event["topic"])
             self.last_id = event["id"]
+        if events and self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.set(self.position_key, self.last_id)
         return len(events)
 
     def _drain_loop(self) -> None:

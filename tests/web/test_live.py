@@ -77,3 +77,35 @@ def test_session_end_refuses_subscribe(app, world):
     actor.post("/auth/logout", data={})
     ack = client.emit("subscribe", {"topics": [f"item:{world.item_id}"]}, callback=True)
     assert ack == {"ok": False, "error": "session_ended"}
+
+
+def test_with_a_message_queue_one_process_drains_and_another_takes_over(db, tmp_path, monkeypatch):
+    """Redis delivers every emit to every process: N drainers would send each event N times."""
+    from marking.config import load_settings
+    from web import create_app, live as live_mod
+
+    monkeypatch.setattr(live_mod, "DRAINER_LEASE_MS", 300)
+    settings = load_settings(tmp_path / "data", env={"MC_ENV": "test", "MC_DATABASE_URL": str(db.url),
+                                                     "MC_REDIS_URL": "redis://127.0.0.1:6379/15"})
+    apps = [create_app(settings, db, config={"TESTING": True}) for _ in range(2)]
+    a, b = (app.extensions["mc_live"] for app in apps)
+    try:
+        a.redis.delete(a.drainer_key, a.position_key)
+        a.drain_once(), b.drain_once()             # both positioned at the current end
+        with db.write() as s:
+            events.publish(s, "authority", "one")
+            events.publish(s, "authority", "two")
+        assert a.drain_once() == 2                 # a holds the lease
+        assert b.drain_once() == 0                 # b stays quiet while a lives
+        with db.write() as s:
+            events.publish(s, "authority", "three")
+        import time
+        time.sleep(0.4)                            # a stops renewing: its lease lapses
+        assert b.drain_once() == 1                 # b continues from a's position: only "three"
+        assert a.drain_once() == 0
+    finally:
+        a.redis.delete(a.drainer_key, a.position_key)
+        for app in apps:
+            app.extensions["mc_live"].stop()
+        import calibration
+        calibration.uninstall()
