@@ -196,3 +196,18 @@ def test_calibration_statistics_live(browser, server):
     assert page.evaluate("window.__notReloaded === true")
     assert not errors, errors
     page.locator("#calibration-live").screenshot(path=str(OUTPUT / "calibration-live.png"))
+
+
+def test_live_refresh_fires_during_a_stream_of_events(browser, server):
+    """Pages refresh on live events at most every N ms — and still refresh while events keep
+    coming (a restarting debounce would wait for the stream to stop, i.e. all day)."""
+    page = browser.new_page()
+    page.goto(server["base"] + "/auth/login")
+    runs = page.evaluate("""() => new Promise(resolve => {
+        let runs = 0;
+        const refresh = MC.coalesce(() => { runs += 1; }, 200);
+        const stream = setInterval(refresh, 20);          // an event every 20 ms
+        setTimeout(() => { clearInterval(stream); resolve(runs); }, 1100);
+    })""")
+    page.close()
+    assert 4 <= runs <= 6

@@ -52,8 +52,14 @@
     return socket;
   };
 
-  MC.debounce = function (fn, ms) {
+  // Live events arrive in streams (every claim and mark of an item): run fn at most once
+  // per ms, always after the latest event. (A debounce that restarts its timer on every
+  // event would never fire while markers are busy.)
+  MC.coalesce = function (fn, ms) {
     var t = null;
-    return function () { if (t) { clearTimeout(t); } t = setTimeout(fn, ms); };
+    return function () {
+      if (t) { return; }
+      t = setTimeout(function () { t = null; fn(); }, ms);
+    };
   };
 })();

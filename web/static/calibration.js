@@ -1,5 +1,5 @@
 /* Team-leader calibration page: the marker statistics table (validity, bias, alarm, counts) and the
-   validity / drift / means plots update live (Socket.IO hint → debounced fetch), without a reload. */
+   validity / drift / means plots update live (Socket.IO hint → coalesced fetch, at most once a second), without a reload. */
 (function () {
   "use strict";
   var root = document.getElementById("calibration-live");
@@ -67,6 +67,6 @@
     }, function () {});
   }
 
-  var later = MC.debounce(refresh, 1000);
+  var later = MC.coalesce(refresh, 1000);
   MC.live(["item:" + d.item, "leader:" + d.item], function () { later(); }, function (ok) { if (ok) { later(); } });
 })();

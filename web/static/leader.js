@@ -26,6 +26,6 @@
       });
     }, function () {});
   }
-  var later = MC.debounce(refresh, 250);
+  var later = MC.coalesce(refresh, 250);
   MC.live(["item:" + d.item, "leader:" + d.item], function () { later(); }, function (ok) { if (ok) { later(); } });
 })();

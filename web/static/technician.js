@@ -31,6 +31,6 @@
       document.getElementById("b-complete").hidden = !p.complete;
     }, function () {});
   }
-  var later = MC.debounce(refresh, 250);
+  var later = MC.coalesce(refresh, 250);
   MC.live(topics, later, function (ok) { if (ok) { later(); } });
 })();

@@ -156,7 +156,7 @@
     }); }
   }, 60000);
   // Live: when new work appears (third marks, released or expired leases), an idle page picks it up.
-  var retry = MC.debounce(function () { if (waiting) { claim(); } refreshSide(); }, 300);
+  var retry = MC.coalesce(function () { if (waiting) { claim(); } refreshSide(); }, 300);
   MC.live([d.topic], function () { retry(); });
   claim(); refreshSide();
 })();
