@@ -70,6 +70,10 @@ MARKING_SLOTS = ("first", "second", "third")
 INJECTORS: list = []
 INJECTED_SLOTS = ("seed", "self_check")
 _ASSIGNMENT_INSERT = insert(MarkAssignment.__table__)
+_HELD_AGAIN = (select(MarkTask).where(MarkTask.id == bindparam("task_id"), MarkTask.status == "leased",
+                                      MarkTask.marker_id == bindparam("user_id"),
+                                      MarkTask.leased_until >= bindparam("now", type_=MarkTask.leased_until.type))
+               .execution_options(populate_existing=True))
 
 
 class CapReached(NotAllowed):
@@ -188,16 +192,22 @@ def _next_open(dialect: str, slot: str, exclusions: Exclusions):
     a = MarkAssignment.__table__
     user_id = bindparam("pick_user")
     read_before = exists().where(a.c.response_id == t.c.response_id, a.c.marker_id == user_id)
-    # ``status BETWEEN 'open' AND 'open'`` ordered by (status, id), not ``status = 'open'``
-    # ordered by id: with the equality, PostgreSQL may walk the primary key in id order and
-    # filter — estimating the first open task a few rows away when every done task of the
-    # item lies below it (the cost grows with every mark made). The range keeps ``status``
-    # in the sort key, which only ix_mark_task_dispatch (item, status, slot, id) provides.
+    if dialect == "postgresql":
+        # ``status BETWEEN 'open' AND 'open'`` ordered by (status, id), not ``status = 'open'``
+        # ordered by id: with the equality, PostgreSQL may walk the primary key in id order
+        # and filter — estimating the first open task a few rows away when every done task
+        # of the item lies below it (the cost grows with every mark made). The range keeps
+        # ``status`` in the sort key, which only ix_mark_task_dispatch (item, status, slot,
+        # id) provides. SQLite would sort on the range instead, so it gets the equality
+        # (its planner takes the dispatch index for it).
+        status, order = t.c.status.between("open", "open"), (t.c.status, t.c.id)
+    else:
+        status, order = t.c.status == "open", (t.c.id,)
     query = (select(t.c.id)
-             .where(t.c.item_id == bindparam("pick_item"), t.c.status.between("open", "open"), t.c.slot == slot,
+             .where(t.c.item_id == bindparam("pick_item"), status, t.c.slot == slot,
                     or_(t.c.reserved_for.is_(None), t.c.reserved_for == user_id),
                     ~read_before)
-             .order_by(t.c.status, t.c.id).limit(1))
+             .order_by(*order).limit(1))
     if not exclusions.empty:
         query = query.where(~excluded_clause(exclusions, t.c.response_id))
     if dialect == "postgresql":
@@ -396,7 +406,12 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
         if problem:
             raise NotAllowed(problem)
         if facts.held_task_id is not None:
-            return _view(session, session.get(MarkTask, facts.held_task_id), item, queue)
+            # Read again with its conditions: the same marker's other tab may have submitted
+            # or released it since ``_facts`` looked (then a new task is dealt below).
+            held = session.execute(_HELD_AGAIN, {"task_id": facts.held_task_id, "user_id": user.id,
+                                                 "now": now}).scalar_one_or_none()
+            if held is not None:
+                return _view(session, held, item, queue)
         if queue == "marking":
             cap = item.daily_cap or DEFAULT_DAILY_CAP
             if facts.dealt_today >= cap:

@@ -560,14 +560,14 @@ def web_load(ports: list[int], item_id: int, sessions: list[Session], *, clients
 
 
 def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int, duration: float,
-             warmup: float = 1.0, start_at: float | None = None) -> LoadResult:
+             warmup: float = 1.0, start_at: float | None = None, protocol: str = "workbench") -> LoadResult:
     """The same claim → submit straight through the service layer, ``threads`` threads, no web.
 
     The calibration hooks are installed as the server's composition root installs them
     (seed and self-check scheduling runs on every claim there too).
     """
     import calibration
-    from marking import dispatch, submission
+    from marking import dispatch, submission, workbench
 
     calibration.install()
     stop = threading.Event()
@@ -579,19 +579,30 @@ def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int,
     lock = threading.Lock()
     groups = [marker_ids[i::threads] for i in range(threads)]
 
+    held: dict[int, str] = {}
+
     def work(group):
         for uid in itertools.cycle(group):
             if stop.is_set():
                 break
             try:
                 t0 = time.perf_counter()
-                view = dispatch.claim_next(db, uid, item_id)
+                token = held.pop(uid, None)
+                if token is None:
+                    view = dispatch.claim_next(db, uid, item_id)
+                    if view is None:
+                        with lock:
+                            errors["claim empty"] = errors.get("claim empty", 0) + 1
+                        continue
+                    token = view.token
                 t1 = time.perf_counter()
-                if view is None:
-                    with lock:
-                        errors["claim empty"] = errors.get("claim empty", 0) + 1
-                    continue
-                submission.submit_mark(db, uid, view.token, "5", request_id=uuid.uuid4().hex)
+                if protocol == "workbench":   # what the web's submit-with-next calls
+                    step = workbench.submit_and_claim_next(db, uid, token, "5", request_id=uuid.uuid4().hex,
+                                                           item_id=item_id)
+                    if step.next is not None:
+                        held[uid] = step.next.token
+                else:
+                    submission.submit_mark(db, uid, token, "5", request_id=uuid.uuid4().hex)
                 t2 = time.perf_counter()
             except Exception as exc:  # noqa: BLE001
                 with lock:
@@ -599,7 +610,8 @@ def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int,
                 continue
             if t0 >= t_measure[0] and not stop.is_set():
                 with lock:
-                    claim_ms.append((t1 - t0) * 1000)
+                    if t1 - t0 > 1e-4:
+                        claim_ms.append((t1 - t0) * 1000)
                     submit_ms.append((t2 - t1) * 1000)
                     marks[0] += 1
 
@@ -728,24 +740,25 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
 
 
 def _raw_process(url: str, item_id: int, marker_ids: list[int], threads: int, duration: float,
-                 start_at: float, out) -> None:
+                 start_at: float, protocol: str, out) -> None:
     db = Database(url)
     try:
-        r = raw_load(db, item_id, marker_ids, threads=threads, duration=duration, start_at=start_at)
+        r = raw_load(db, item_id, marker_ids, threads=threads, duration=duration, start_at=start_at,
+                     protocol=protocol)
         out.put((r.marks, r.seconds, r.claim_ms, r.submit_ms, r.errors))
     finally:
         db.dispose()
 
 
 def raw_load_processes(url: str, item_id: int, marker_ids: list[int], *, processes: int, threads: int,
-                       duration: float) -> LoadResult:
+                       duration: float, protocol: str = "workbench") -> LoadResult:
     """The raw ceiling with as many OS processes as the web has servers (same GIL budget)."""
     import multiprocessing
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 5.0   # time for the children to import and connect
     procs = [ctx.Process(target=_raw_process, args=(url, item_id, marker_ids[i::processes], threads, duration,
-                                                    start_at, out)) for i in range(processes)]
+                                                    start_at, protocol, out)) for i in range(processes)]
     for proc in procs:
         proc.start()
     parts = [out.get(timeout=duration + 120) for _ in procs]
@@ -805,7 +818,7 @@ def main(argv=None) -> int:
     ap.add_argument("--servers", type=int, default=2,
                     help="web processes (gunicorn -w 1 each, markers pinned to one, as nginx ip_hash does); "
                          "also the raw ceiling's process count")
-    ap.add_argument("--threads", type=int, default=16, help="gunicorn --threads per server and raw-ceiling "
+    ap.add_argument("--threads", type=int, default=8, help="gunicorn --threads per server and raw-ceiling "
                                                             "threads per process")
     ap.add_argument("--clients", type=int, default=64, help="client threads (bounded pool)")
     ap.add_argument("--protocol", choices=("workbench", "separate"), default="workbench",
@@ -867,7 +880,7 @@ def main(argv=None) -> int:
             server.stop()
         servers = []
         raw = raw_load_processes(url, world.item_id, world.markers, processes=args.servers, threads=args.threads,
-                                 duration=args.duration)
+                                 duration=args.duration, protocol=args.protocol)
         results["raw"] = raw.summary()
         print("raw:", json.dumps(results["raw"]), flush=True)
         results["web_over_raw"] = round(web.rate / raw.rate, 3) if raw.rate else None

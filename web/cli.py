@@ -32,6 +32,9 @@ class Context:
         if key_file.exists():
             store = ledger.CheckpointStore(self.settings.checkpoint_dir, ledger.load_key(key_file))
             ledger.install_auto_checkpoints(database, store, self.settings.checkpoint_every)
+        if self.settings.backup_on_key_change:   # R-DATA-2: the CLI's key locks and score changes too
+            from marking import backup
+            backup.install_change_backups(database, self.settings)
         return database
 
     def reset_db(self) -> None:

@@ -55,3 +55,17 @@ def test_create_app_installs_hook_only_when_enabled(settings, db):
     finally:
         app.extensions["mc_live"].stop()
         backup.uninstall_change_backups()
+
+
+def test_cli_context_installs_hook_only_when_enabled(settings):
+    """Key locks and score changes made from the command line are backed up like the web's."""
+    from web.cli import Context
+    Context(settings).db.dispose()
+    assert backup._change_hook is None
+    context = Context(settings.with_overrides(backup_on_key_change=True))
+    try:
+        database = context.db   # opened lazily, by the first command that needs it
+        assert backup._change_hook is not None and backup._change_hook[0] is database
+    finally:
+        context.reset_db()
+        backup.uninstall_change_backups()
