@@ -63,14 +63,15 @@ def calibrate(primary: np.ndarray, faint: np.ndarray, cal_filled: int, cal_blank
     mad = median(np.abs(f - blank))
     noise = max(noise_floor, 1.4826 * mad)
     t_low = blank + max(settings.blank_floor * scale_floor, settings.noise_k * noise)
-    p_blank = median(p)
-    p_noise = max(noise_floor, 1.4826 * median(np.abs(p - p_blank)))
+    # one measure for both (method A): its medians once
+    p_mad = mad if primary is faint else median(np.abs(p - median(p)))
+    p_noise = max(noise_floor, 1.4826 * p_mad)
     # The card's own mark level (candidates press differently): median of everything
     # above the blank band; a handful of faint marks or residues cannot move a median
     # of the ~70 marks of a card.
     marks = p[p > t_low]
     mark_level = median(marks) if marks.size >= 8 else settings.default_mark_level * scale_floor
-    mark_level = float(np.clip(mark_level, 0.3 * scale_floor, 1.2 * scale_floor))
+    mark_level = min(max(mark_level, 0.3 * scale_floor), 1.2 * scale_floor)
     t_high = max(settings.filled_fraction * mark_level, t_low + 2 * p_noise)
     # The printed calibration bubbles must read as printed: solid well above the mark
     # threshold, blank below the faint threshold.

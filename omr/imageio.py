@@ -55,6 +55,41 @@ def _looks_truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
+# start-of-frame markers (not DHT C4, JPG C8, DAC CC)
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, tuple[float, float] | None] | None:
+    """(width, height, dpi or None) of a plain JPEG, read the way Pillow reads it, or
+    None for anything but a clean run of segments up to the first scan (and for Exif,
+    whose resolution Pillow also reads): Pillow decides those. Pillow parses every
+    table on the way in Python, which costs as much as the rest of the header checks."""
+    n = len(data)
+    pos = 2                                        # after the start-of-image marker
+    size = dpi = None
+    while pos + 4 <= n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:                         # start of scan: the header is complete
+            return None if size is None else (size[0], size[1], dpi)
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if not 0xC0 <= marker <= 0xFE or 0xD0 <= marker <= 0xD9 or marker == 0xE1 \
+                or length < 2 or pos + 2 + length > n:
+            return None
+        body = data[pos + 4:pos + 2 + length]
+        if marker == 0xE0 and body.startswith(b"JFIF") and len(body) >= 12:
+            unit, density = body[7], ((body[8] << 8) | body[9], (body[10] << 8) | body[11])
+            if unit == 1:
+                dpi = density
+            elif unit == 2:                        # dots per cm
+                dpi = (density[0] * 2.54, density[1] * 2.54)
+        elif marker in _SOF:
+            if len(body) < 6 or body[0] != 8 or body[5] not in (1, 3, 4):
+                return None                        # Pillow names the problem
+            size = ((body[3] << 8) | body[4], (body[1] << 8) | body[2])
+        pos += 2 + length
+    return None
+
+
 def decode_bytes(data: bytes, settings: Settings, sha256: str | None = None) -> Decoded:
     """``sha256``: hex digest of ``data`` when the caller already has it (ingest hashes
     every page when storing it); hashing costs ~5 % of a JPEG decode, so not twice."""
@@ -68,18 +103,22 @@ def decode_bytes(data: bytes, settings: Settings, sha256: str | None = None) -> 
     if fmt is None:
         return Decoded(None, None, sha, n, error=Reason.NOT_AN_IMAGE,
                        detail="unknown file signature (expected JPEG, PNG, TIFF, BMP or WebP)")
-    # Header only: Pillow parses the size without decoding pixels.
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-                dpi = im.info.get("dpi")
-    except Image.DecompressionBombError as exc:
-        return Decoded(None, fmt, sha, n, error=Reason.IMAGE_TOO_LARGE, detail=str(exc))
-    except Exception as exc:  # noqa: BLE001 - any header failure is a per-card error
-        reason = Reason.TRUNCATED_IMAGE if n < 64 else Reason.DECODE_FAILED
-        return Decoded(None, fmt, sha, n, error=reason, detail=f"header: {exc}")
+    # Header only: the size without decoding pixels.
+    header = _jpeg_header(data) if fmt == "jpeg" else None
+    if header is not None:
+        width, height, dpi = header
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+                    dpi = im.info.get("dpi")
+        except Image.DecompressionBombError as exc:
+            return Decoded(None, fmt, sha, n, error=Reason.IMAGE_TOO_LARGE, detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - any header failure is a per-card error
+            reason = Reason.TRUNCATED_IMAGE if n < 64 else Reason.DECODE_FAILED
+            return Decoded(None, fmt, sha, n, error=reason, detail=f"header: {exc}")
     if width * height > settings.max_pixels:
         return Decoded(None, fmt, sha, n, width, height, error=Reason.IMAGE_TOO_LARGE,
                        detail=f"{width}x{height} px exceeds the limit of {settings.max_pixels} px")

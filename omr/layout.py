@@ -41,6 +41,8 @@ class PageLayout:
     timing_mm: np.ndarray           # (M, 2)
     timing_size_mm: np.ndarray      # (M, 2) width, height
     timing_edge: np.ndarray         # (M,) 0 top, 1 bottom, 2 left, 3 right
+    timing_along: tuple[np.ndarray, ...]   # per edge: its marks' indices in order along it
+    timing_frame: tuple[float, float, float, float]  # mean x of left, right, mean y of top, bottom marks
     page_bits_mm: np.ndarray        # (B, 2)
 
 
@@ -84,6 +86,10 @@ def _page_layout_cached(template: Template, page_code: int) -> PageLayout:
             sizes.append(edge.size_mm)
             edge_idx.append(("top", "bottom", "left", "right").index(edge.edge))
     bubbles = np.array([(r[1], r[2]) for r in rows], dtype=np.float64).reshape(-1, 2)
+    timing_mm, edges = np.array(timing, dtype=np.float64), np.array(edge_idx, dtype=np.int32)
+    along = tuple(np.flatnonzero(edges == e)[np.argsort(timing_mm[edges == e, 0 if e < 2 else 1], kind="stable")]
+                  for e in range(4))
+    frame = tuple(float(timing_mm[edges == e, axis].mean()) for e, axis in ((2, 0), (3, 0), (0, 1), (1, 1)))
     return PageLayout(
         template_hash=template.content_hash, page_code=page_code,
         bubbles_mm=bubbles, bubble_ids=tuple(r[0] for r in rows),
@@ -92,8 +98,8 @@ def _page_layout_cached(template: Template, page_code: int) -> PageLayout:
         calibration_filled=len(rows) - 2, calibration_blank=len(rows) - 1,
         fiducials_mm=np.array([f.centre_mm for f in template.fiducials], dtype=np.float64),
         coded_corner=[f.coded for f in template.fiducials].index(True),
-        timing_mm=np.array(timing, dtype=np.float64), timing_size_mm=np.array(sizes, dtype=np.float64),
-        timing_edge=np.array(edge_idx, dtype=np.int32),
+        timing_mm=timing_mm, timing_size_mm=np.array(sizes, dtype=np.float64),
+        timing_edge=edges, timing_along=along, timing_frame=frame,
         page_bits_mm=np.array(template.page_code_bits_mm, dtype=np.float64))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import decide as dec
 from .layout import PageLayout
-from .measure import dark_share, disk_darkness, disk_pixels, fill_a
+from .measure import Patches, dark_share, disk_darkness, disks, fill_a
 from .registration import Fiducials
 from .settings import Settings
 from .workimage import WorkImage
@@ -35,10 +35,10 @@ def _ink_darkness(fid: Fiducials) -> float:
     return max(0.2, 1.0 - fid.ink_level / max(fid.paper_level, 1.0))
 
 
-def measure_a(work: WorkImage, centres: np.ndarray, radius: float, layout: PageLayout,
-              fid: Fiducials, settings: Settings) -> Measured:
+def measure_a(work: WorkImage, patches: Patches, centres: np.ndarray, radius: float,
+              layout: PageLayout, fid: Fiducials, settings: Settings) -> Measured:
     cf, cb = layout.calibration_filled, layout.calibration_blank
-    raw = fill_a(work, centres, radius)
+    raw = fill_a(work, patches, centres, radius)
     mask = np.ones(raw.size, bool)
     mask[[cf, cb]] = False
     # blank baseline: the card's own bubbles (mostly blank); pages without candidate
@@ -52,25 +52,25 @@ def measure_a(work: WorkImage, centres: np.ndarray, radius: float, layout: PageL
     return Measured(values, values, cal, {"darkness": raw}, cal.low_contrast)
 
 
-def measure_b(work: WorkImage, centres: np.ndarray, radius: float, layout: PageLayout,
-              fid: Fiducials, settings: Settings) -> Measured:
+def measure_b(work: WorkImage, patches: Patches, centres: np.ndarray, radius: float,
+              layout: PageLayout, fid: Fiducials, settings: Settings) -> Measured:
     cf, cb = layout.calibration_filled, layout.calibration_blank
-    pixels, paper_local = disk_pixels(work, centres, radius * 0.68)
-    darkness = disk_darkness(pixels, paper_local)
+    disk = disks(work, centres, radius * 0.68, patches)
+    darkness = disk_darkness(disk)
     solid = float(darkness[cf])
     if not solid > 0.3:
         solid = _ink_darkness(fid)
     faint_cut = 1.0 - 0.09 * solid
-    faint = dark_share(pixels, paper_local, faint_cut)
+    faint = dark_share(disk, faint_cut)
     # Per-card mark cut: 60 % of the darkness of this candidate's clear marks, so that
     # erasure residue (<= 40 % of a full mark) stays below it.
     mask = np.ones(darkness.size, bool)
     mask[[cf, cb]] = False
     clear = mask & (faint > 0.6)
     mark_dark = dec.median(darkness[clear]) if clear.sum() >= 3 else 0.7 * solid
-    mark_dark = float(np.clip(mark_dark, 0.25 * solid, solid))
+    mark_dark = min(max(mark_dark, 0.25 * solid), solid)
     mark_cut = 1.0 - 0.6 * mark_dark
-    primary = dark_share(pixels, paper_local, mark_cut)
+    primary = dark_share(disk, mark_cut)
     cal = dec.calibrate(primary, faint, cf, cb, settings, noise_floor=0.01, scale_floor=1.0)
     # B sees nothing fainter than its faint cut: a quarter of this card's marks must
     # clear it, or the card cannot show faint marks at all (R-OMR-7: flag, not guess).

@@ -1,9 +1,9 @@
 """``read_card``: one scanned page + template -> a JSON-serialisable reading.
 
-Pipeline (docs/omr.md): header-checked decode -> integral image and ~50 dpi copy ->
+Pipeline (docs/omr.md): header-checked decode -> local paper-level map ->
 orientation-coded fiducials -> method A or B registration -> page code -> per-bubble
-local search -> method A or B fill measure -> per-card calibration -> decisions and
-reason codes. Same method on the same input gives byte-identical JSON
+patches -> local search -> method A or B fill measure -> per-card calibration ->
+decisions and reason codes. Same method on the same input gives byte-identical JSON
 (``reading_json``): all floats are rounded to fixed decimals.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .flags import Reason
 from .ids import describe_candidate_number, read_code128, validate_candidate_number
 from .imageio import Decoded, decode_bytes, from_array
 from .layout import Group, PageLayout, page_layout
-from .measure import find_streaks, local_search, square_darkness
+from .measure import bubble_patches, find_streaks, local_search, search_reach, square_darkness
 from .methods import measure_a, measure_b
 from .registration import Registration, RegistrationError, find_fiducials, register_a, register_b
 from .settings import DEFAULT_SETTINGS, RECOGNITION_VERSIONS, Settings
@@ -172,15 +172,14 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
     line = template.bubble_line_mm * ppmm
     search = max(1, int(round(settings.local_search_mm * ppmm)))
     mapped = reg.map(layout.bubbles_mm)
-    centres, shifts = local_search(work, mapped, radius, line, search, layout.bubble_block)
+    patches = bubble_patches(work, mapped, search_reach(radius, line, search))
+    centres, shifts = local_search(work, patches, radius, line, search, layout.bubble_block)
     # A bubble 3/4 of the search radius away from where a sub-0.1 mm registration put
     # it means local paper distortion: flag it rather than trust the window edge.
     at_edge = (np.abs(shifts) >= max(1, 0.75 * search)).any(axis=1)
 
-    measured = (measure_a if method == "a" else measure_b)(work, centres, radius, layout, fid, settings)
+    measured = (measure_a if method == "a" else measure_b)(work, patches, centres, radius, layout, fid, settings)
     primary, faint, cal = measured.primary, measured.faint, measured.calibration
-    raw_out = measured.raw
-    measures = {"fill": primary}
     states, margins = dec.classify(primary, faint, cal)
     if not cal.ok:
         flags.add(Reason.CALIBRATION_FAILED, detail=cal.detail)
@@ -195,53 +194,9 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
         for a, b in streaks:
             on_streak |= (centres[:, 0] + reach >= a) & (centres[:, 0] - reach <= b)
 
-    digit_cols: dict[str, list[dec.GroupDecision]] = {}
-    objective: dict[str, Any] = {}
-    absence: dict[str, Any] | None = None
-    # Plain lists once: per-group work on tiny numpy arrays costs more than it saves.
-    st_l, mg_l = states.tolist(), margins.tolist()
-    edge_l, streak_l = at_edge.tolist(), on_streak.tolist()
-    fill_l = _flist(measures["fill"])
-    raw_l = {k: _flist(v) for k, v in raw_out.items()}
-    for g, sel, options, grid in _layout(template, layout.page_code)[1]:
-        if type(sel) is slice:
-            sts, mgs = st_l[sel], mg_l[sel]
-            shifted, streaked = any(edge_l[sel]), any(streak_l[sel])
-        else:
-            sts, mgs = [st_l[i] for i in sel], [mg_l[i] for i in sel]
-            shifted, streaked = any(edge_l[i] for i in sel), any(streak_l[i] for i in sel)
-        d = dec.decide_group(g.kind, g.labels, sts, mgs, settings.min_confidence)
-        reasons = list(d.reasons)
-        if shifted:
-            reasons.append(_LOCAL_SHIFT)
-        if streaked:
-            reasons.append(_STREAK_ON_BUBBLE)
-        if g.kind == "digit":
-            digit_cols.setdefault(grid, []).append(d)
-            for r in reasons:
-                flags.add(r, item=g.name)
-            continue
-        entry = {
-            "state": d.state, "chosen": d.chosen, "uncertain": d.uncertain,
-            "fill": _pick(fill_l, sel),
-            "raw": {k: _pick(v, sel) for k, v in raw_l.items()},
-            "confidence": _f(min(d.confidence, 99.0), 2),
-            "flags": sorted(set(reasons)),
-        }
-        if g.kind == "flag":
-            absence = entry
-            absence["absent"] = d.state == "single"
-            if d.state == "ambiguous":
-                flags.add(Reason.ABSENCE_UNCLEAR, item="absence")
-            for r in reasons:
-                if r not in ("faint_mark", "erasure_residue"):
-                    flags.add(r, item="absence")
-            continue
-        entry["kind"] = g.kind
-        entry["options"] = options
-        objective[g.item or g.name] = entry
-        for r in reasons:
-            flags.add(r, item=g.item)
+    objective, absence, digit_cols = _decide_groups(
+        template, layout.page_code, states, margins, at_edge, on_streak,
+        primary, measured.raw, settings.min_confidence, flags)
 
     out.update({
         "status": "ok",
@@ -270,7 +225,7 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
             "fiducials_px": _flist(fid.points_px, 2),
             "bubble_centres_px": _flist(centres, 1),
             # one character per bubble in layout order: 0 blank, 1 uncertain, 2 filled
-            "bubble_states": "".join(map(str, st_l)),
+            "bubble_states": (states.astype(np.uint8) + 48).tobytes().decode("ascii"),
         }
 
     pg = template.page(layout.page_code)
@@ -290,7 +245,60 @@ def _read(decoded: Decoded, template: Template, method: str, page: int | None,
 _LOCAL_SHIFT, _STREAK_ON_BUBBLE = Reason.LOCAL_SHIFT.value, Reason.STREAK_ON_BUBBLE.value
 
 
-_Plan = tuple[tuple[Group, "slice | list[int]", str, str], ...]
+def _decide_groups(template: Template, page_code: int, states: np.ndarray, margins: np.ndarray,
+                   at_edge: np.ndarray, on_streak: np.ndarray, fill: np.ndarray,
+                   raw: dict[str, np.ndarray], min_confidence: float, flags: _Flags
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, list[dec.GroupDecision]]]:
+    """Decide every question, digit column and the absence bubble of the page:
+    (objective entries, absence entry, digit column decisions per grid)."""
+    digit_cols: dict[str, list[dec.GroupDecision]] = {}
+    objective: dict[str, Any] = {}
+    absence: dict[str, Any] | None = None
+    # Plain lists once: per-group work on tiny numpy arrays costs more than it saves.
+    st_l, mg_l = states.tolist(), margins.tolist()
+    # the usual card has no shifted or streaked bubble: no per-group look then
+    edge_l = at_edge.tolist() if at_edge.any() else None
+    streak_l = on_streak.tolist() if on_streak.any() else None
+    fill_l = _flist(fill)
+    raw_l = [(k, _flist(v)) for k, v in raw.items()]
+    for g, sel, options, grid in _layout(template, page_code)[1]:
+        d = dec.decide_group(g.kind, g.labels, st_l[sel], mg_l[sel], min_confidence)
+        reasons = d.reasons
+        if edge_l is not None and any(edge_l[sel]):
+            reasons = reasons + [_LOCAL_SHIFT]
+        if streak_l is not None and any(streak_l[sel]):
+            reasons = reasons + [_STREAK_ON_BUBBLE]
+        if g.kind == "digit":
+            digit_cols.setdefault(grid, []).append(d)
+            for r in reasons:
+                flags.add(r, item=g.name)
+            continue
+        confidence = round(min(d.confidence, 99.0), 2)
+        entry = {
+            "state": d.state, "chosen": d.chosen, "uncertain": d.uncertain,
+            "fill": fill_l[sel],
+            "raw": {k: v[sel] for k, v in raw_l},
+            "confidence": confidence if confidence else 0.0,      # no -0.0
+            "flags": sorted(set(reasons)) if reasons else [],
+        }
+        if g.kind == "flag":
+            absence = entry
+            absence["absent"] = d.state == "single"
+            if d.state == "ambiguous":
+                flags.add(Reason.ABSENCE_UNCLEAR, item="absence")
+            for r in reasons:
+                if r not in ("faint_mark", "erasure_residue"):
+                    flags.add(r, item="absence")
+            continue
+        entry["kind"] = g.kind
+        entry["options"] = options
+        objective[g.item or g.name] = entry
+        for r in reasons:
+            flags.add(r, item=g.item)
+    return objective, absence, digit_cols
+
+
+_Plan = tuple[tuple[Group, slice, str, str], ...]
 _PLANS: dict[tuple[int, int], tuple[Template, PageLayout, _Plan]] = {}
 
 
@@ -298,9 +306,10 @@ def _layout(template: Template, page_code: int) -> tuple[PageLayout, _Plan]:
     """The page layout and its group plan, cached by template identity (an lru_cache
     hashes the whole frozen template on every call, ~80 hash calls per card).
 
-    The plan lists the groups to decide, their bubbles as a slice when contiguous
-    (slicing plain lists is several times cheaper than picking items one by one), the
-    options string and the digit grid name."""
+    The plan lists the groups to decide, their bubbles as a slice (``page_layout`` lays
+    out each group's bubbles one after the other, and slicing plain lists is several
+    times cheaper than picking items one by one), the options string and the digit
+    grid name."""
     hit = _PLANS.get((id(template), page_code))
     if hit is not None and hit[0] is template:
         return hit[1], hit[2]
@@ -310,9 +319,9 @@ def _layout(template: Template, page_code: int) -> tuple[PageLayout, _Plan]:
         if g.kind == "calibration":
             continue
         idx = g.index_list
-        contiguous = idx == list(range(idx[0], idx[-1] + 1))
-        sel: slice | list[int] = slice(idx[0], idx[-1] + 1) if contiguous else idx
-        plan.append((g, sel, "".join(g.labels), g.name.split(":")[0]))
+        if idx != list(range(idx[0], idx[-1] + 1)):
+            raise ValueError(f"bubbles of group {g.name} are not consecutive in the layout")
+        plan.append((g, slice(idx[0], idx[-1] + 1), "".join(g.labels), g.name.split(":")[0]))
     if len(_PLANS) >= 64:
         _PLANS.clear()
     # the entry holds the template, so its id cannot be reused while cached
@@ -320,34 +329,31 @@ def _layout(template: Template, page_code: int) -> tuple[PageLayout, _Plan]:
     return layout, tuple(plan)
 
 
-def _pick(values: list[Any], sel: slice | list[int]) -> list[Any]:
-    return values[sel] if type(sel) is slice else [values[i] for i in sel]
-
-
 def _check_blank(work: WorkImage, settings: Settings, paper_only: bool = False) -> None:
-    paper = float(work.paper_small[::8, ::8].mean())
+    paper = float(work.paper_sample.mean())
     if paper_only and paper >= 40:
         return
     hs, ws = work.small_shape
     sample = work.small_at(np.arange(0, ws, 3)[None, :], np.arange(0, hs, 3)[:, None])
-    share = float(np.count_nonzero(sample < work.paper_small[::3, ::3] * 0.6)) / sample.size
+    paper_grid = work.paper_window(0, 0, ws, hs)[::3, ::3]
+    share = float(np.count_nonzero(sample < paper_grid * 0.6)) / sample.size
     if share < settings.blank_page_ink or paper < 40:
         raise RegistrationError(Reason.BLANK_PAGE, f"dark share {share:.4f}, paper level {paper:.0f}")
 
 
 def _page(work: WorkImage, template: Template, reg: Registration, fid: Any, page: int | None,
           flags: _Flags) -> tuple[dict[str, Any], PageLayout]:
-    bits_mm = np.array(template.page_code_bits_mm)
-    pts = reg.map(bits_mm)
+    pts = reg.map(_layout(template, template.pages[0].code)[0].page_bits_mm)
     half = template.page_code_size_mm * 0.3 * reg.px_per_mm
     d = square_darkness(work, pts, half)
     ink = max(0.2, 1.0 - fid.ink_level / max(fid.paper_level, 1.0))
     v = d / ink
-    bits = (v > 0.5).astype(int)
-    clear = bool(np.all((v < 0.25) | (v > 0.75)))
+    # a handful of bits: plain Python
+    bits = [int(x > 0.5) for x in v.tolist()]
+    clear = all(x < 0.25 or x > 0.75 for x in v.tolist())
     data = bits[:-1]
-    parity_ok = int(data.sum() % 2) == int(bits[-1])
-    code = int(sum(int(b) << i for i, b in enumerate(data)))
+    parity_ok = sum(data) % 2 == bits[-1]
+    code = sum(b << i for i, b in enumerate(data))
     read_ok = clear and parity_ok and code in template.page_codes
     info: dict[str, Any] = {"code": code if read_ok else None, "bits": _flist(v, 3),
                             "expected": page}

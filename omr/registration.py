@@ -76,75 +76,38 @@ def apply_h(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------- fiducials
 
 def find_fiducials(work: WorkImage, template: Template, dpi_guess: float) -> Fiducials:
-    paper = work.paper_small
     f = work.factor
     hs, ws = work.small_shape
     side = template.fiducial_size_mm * dpi_guess / 25.4 / f
     # Each corner mark is searched for in its own corner window (a third of each side is
     # enough for +-10 degree skew on an enlarged scan canvas): 4x less work than the page.
     wx, wy = int(ws * 0.3), int(hs * 0.3)
-    corner_origin = np.array([[0, 0], [ws, 0], [ws, hs], [0, hs]], dtype=np.float64)
     # Most scans put each mark near its corner, so a square of `near` small px at the
     # corner is searched first (5x fewer pixels). Its answer is the whole window's when
     # the mark it picks is nearer the corner than anything reaching outside the square
-    # can be (see _corner_mark); otherwise the whole window is searched.
+    # can be (see _pick_mark); otherwise the whole window is searched.
     tf = np.array([fd.centre_mm for fd in template.fiducials])
     pw, ph = template.page_size_mm
     reach_mm = float(np.max(np.minimum(np.abs(tf), np.abs(np.array([pw, ph]) - tf))))
     near = int(np.ceil(4 * reach_mm * dpi_guess / 25.4 / f))
-    comps: list[tuple[int, int, int, int, float, float] | None] = []   # x, y, w, h, cx, cy (small px)
-    windows: list[tuple[int, int, np.ndarray]] = []
+    # Marks are found on row means (a quarter of the pixels; a threshold does not need
+    # more) and then measured on exact block means around each mark.
+    marks: list[_Mark | None] = []
     for k in range(4):
-        dx, dy = _CORNER_DIRS[k]
         if near < min(wx, wy):
-            ox, oy = (0 if dx > 0 else ws - near), (0 if dy > 0 else hs - near)
-            win = work.small_window(ox, oy, ox + near, oy + near)
-            decided, comp = _corner_mark(win, paper[oy:oy + near, ox:ox + near], ox, oy, k,
-                                         corner_origin[k], side, bound=near)
+            decided, mark = _corner_mark(work, k, near, near, side, bound=near)
             if decided:
-                windows.append((ox, oy, win))
-                comps.append(comp)
+                marks.append(mark)
                 continue
-        ox, oy = (0 if dx > 0 else ws - wx), (0 if dy > 0 else hs - wy)
-        win = work.small_window(ox, oy, ox + wx, oy + wy)
-        windows.append((ox, oy, win))
-        comps.append(_corner_mark(win, paper[oy:oy + wy, ox:ox + wx], ox, oy, k, corner_origin[k],
-                                  side)[1])
-
-    def small(k: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        """Small-image block means, cut from corner window k when inside it."""
-        ox, oy, win = windows[k]
-        if ox <= x0 and oy <= y0 and x1 <= ox + win.shape[1] and y1 <= oy + win.shape[0]:
-            # contiguous, so float32 sums add in the same order as on a fresh array
-            return np.ascontiguousarray(win[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
-        return work.small_window(x0, y0, x1, y1)
-
-    if sum(c is None for c in comps) > 1:
+        marks.append(_corner_mark(work, k, wx, wy, side)[1])
+    if sum(m is None for m in marks) > 1:
         raise RegistrationError(Reason.FIDUCIALS_NOT_FOUND,
-                                f"corner marks found in {sum(c is not None for c in comps)} of 4 corners")
-    pts_small = np.zeros((4, 2))
-    holes = np.zeros(4, dtype=bool)
-    inks: list[float] = []
-    for k, comp in enumerate(comps):
-        if comp is None:
-            continue
-        x0, y0, cw, ch, ccx, ccy = comp
-        x0, y0 = max(0, x0 - 2), max(0, y0 - 2)
-        win = small(k, x0, y0, min(ws, x0 + cw + 4), min(hs, y0 + ch + 4))
-        pap = paper[y0:y0 + ch + 4, x0:x0 + cw + 4]
-        wgt = np.clip(pap * 0.8 - win, 0, None)
-        tot = wgt.sum()
-        xs = np.arange(x0, x0 + win.shape[1], dtype=np.float64)
-        ys = np.arange(y0, y0 + win.shape[0], dtype=np.float64)
-        pts_small[k] = (float(wgt.sum(axis=0) @ xs) / tot, float(wgt.sum(axis=1) @ ys) / tot)
-        cx, cy = int(round(ccx)), int(round(ccy))
-        centre = small(k, max(0, cx - 1), max(0, cy - 1), min(ws, cx + 2), min(hs, cy + 2)).mean()
-        holes[k] = centre > 0.6 * paper[cy, cx]
-        if not holes[k]:
-            inks.append(float(win[win < pap * 0.55].mean()))
+                                f"corner marks found in {sum(m is not None for m in marks)} of 4 corners")
+    pts_small, holes, inks = _measure_marks(work, marks)
     pts = work.to_full(pts_small)
-    found = np.array([c is not None for c in comps])
-    if found.all() and not _is_rectangle(pts):
+    found = np.array([m is not None for m in marks])
+    sides = _sides(pts)
+    if found.all() and not _is_rectangle(sides):
         # one wrong or damaged mark: keep the three that make a right angle
         fits = [k for k in range(4) if _completes(pts, k)]
         if len(fits) != 1:
@@ -157,12 +120,11 @@ def find_fiducials(work: WorkImage, template: Template, dpi_guess: float) -> Fid
         if not _completes(pts, k):
             raise RegistrationError(Reason.FIDUCIALS_NOT_FOUND, "three corner marks without a right angle")
         pts[k] = pts[(k - 1) % 4] + pts[(k + 1) % 4] - pts[(k + 2) % 4]
+        sides = _sides(pts)
         # the orientation code survives a lost mark: if no remaining mark has the hole,
         # the lost one was the coded one
         holes[k] = not holes.any()
-    top, bottom = np.linalg.norm(pts[1] - pts[0]), np.linalg.norm(pts[2] - pts[3])
-    left, right = np.linalg.norm(pts[3] - pts[0]), np.linalg.norm(pts[2] - pts[1])
-    tf = np.array([fd.centre_mm for fd in template.fiducials])
+    top, bottom, left, right = sides
     t_ratio = (tf[1, 0] - tf[0, 0]) / (tf[3, 1] - tf[0, 1])
     ratio = (top + bottom) / (left + right)
     portrait = 0.88 < ratio / t_ratio < 1.13
@@ -180,59 +142,113 @@ def find_fiducials(work: WorkImage, template: Template, dpi_guess: float) -> Fid
         raise RegistrationError(Reason.ORIENTATION_UNKNOWN, "coded mark disagrees with page aspect")
     ordered = np.array([pts[(j + rot) % 4] for j in range(4)])
     found_t = np.array([found[(j + rot) % 4] for j in range(4)])
-    paper_level = median(paper[::8, ::8])
+    paper_level = median(work.paper_sample)
     return Fiducials(ordered, found_t, 90 * rot, median(inks), paper_level)
 
 
-def _corner_mark(win: np.ndarray, paper: np.ndarray, ox: int, oy: int, k: int,
-                 corner: np.ndarray, side: float, bound: int | None = None
-                 ) -> tuple[bool, tuple[int, int, int, int, float, float] | None]:
-    """(decided, mark): the corner mark in a window at (ox, oy) of the small image, i.e.
-    the dark component of a fiducial's size and solidity furthest towards image corner
-    k, as (x, y, w, h, cx, cy), or None.
+_Mark = tuple[int, int, int, int, float, float]       # x, y, w, h, cx, cy (small px)
+
+
+def _corner_mark(work: WorkImage, k: int, w: int, h: int, side: float,
+                 bound: int | None = None) -> tuple[bool, _Mark | None]:
+    """(decided, mark) for corner k, searched in the w x h window at that corner of the
+    small grid (see ``_pick_mark``)."""
+    hs, ws = work.small_shape
+    ox = 0 if _CORNER_DIRS[k][0] > 0 else ws - w
+    oy = 0 if _CORNER_DIRS[k][1] > 0 else hs - h
+    win = work.row_window(ox, oy, ox + w, oy + h)
+    dark = cv2.compare(win, cv2.multiply(work.paper_window(ox, oy, ox + w, oy + h), 0.55), cv2.CMP_LT)
+    _, _, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+        dark, 8, cv2.CV_16U, cv2.CCL_SPAGHETTI)
+    comps = [(*st, *ce) for st, ce in zip(stats.tolist()[1:], centroids.tolist()[1:])]
+    return _pick_mark(comps, ox, oy, k, w, h, side, bound)
+
+
+def _pick_mark(comps: list[tuple[int, int, int, int, int, float, float]], ox: int, oy: int, k: int,
+               ww: int, hh: int, side: float, bound: int | None
+               ) -> tuple[bool, _Mark | None]:
+    """(decided, mark): the corner mark among the dark components (x, y, w, h, area, cx,
+    cy) of the ww x hh window at (ox, oy) of the small grid, i.e. the component of a
+    fiducial's size and solidity furthest towards image corner k, or None.
 
     With ``bound`` (the window is the bound x bound square at the corner) it is decided
     only when the mark is provably the one any larger corner window gives: every pixel
     outside the square is at least ``bound`` from the corner (|dx| + |dy|), and a
     component cut by the square's inner sides is no nearer than its nearest inside
     bounding-box corner. Otherwise (False, None): search the larger window."""
-    dark = cv2.compare(win, cv2.multiply(paper, 0.55), cv2.CMP_LT)
-    _, _, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
-        dark, 8, cv2.CV_16U, cv2.CCL_SPAGHETTI)
-    x, y, w, h, area = (stats[1:, i].astype(np.float64) for i in range(5))
-    ok = ((w >= 0.55 * side) & (w <= 1.75 * side) & (h >= 0.55 * side) & (h <= 1.75 * side)
-          & (area >= 0.42 * w * h) & (w <= 1.6 * h) & (h <= 1.6 * w))
-    cand = np.flatnonzero(ok)
-    if cand.size == 0:
+    # a corner window holds a few dozen components: plain Python on them costs less
+    # than a few dozen numpy calls on tiny arrays
+    dx, dy = _CORNER_DIRS[k].tolist()
+    c0 = 0.0 if dx > 0 else float(ox + ww)         # the image corner (small px)
+    c1 = 0.0 if dy > 0 else float(oy + hh)
+    lo, hi = 0.55 * side, 1.75 * side
+    best, nearest = -1, np.inf
+    for i, (x, y, w, h, area, cx, cy) in enumerate(comps):
+        if (lo <= w <= hi and lo <= h <= hi and area >= 0.42 * w * h
+                and w <= 1.6 * h and h <= 1.6 * w):
+            # the corner mark is the candidate furthest towards its image corner
+            proj = (cx + ox - c0) * dx + (cy + oy - c1) * dy
+            if proj < nearest:
+                best, nearest = i, proj
+    if best < 0:
         return bound is None, None
-    direction = _CORNER_DIRS[k]
-    cxy = centroids[1:][cand] + (ox, oy)
-    # the corner mark is the candidate furthest towards its image corner
-    proj = ((cxy - corner) * direction).sum(axis=1)
-    i = int(np.argmin(proj))
-    best = cand[i]
     if bound is not None:
-        if not proj[i] < bound:
+        if not nearest < bound:
             return False, None
-        dx, dy = direction
-        hh, ww = win.shape
-        cut = ((x + w >= ww) if dx > 0 else (x <= 0)) | ((y + h >= hh) if dy > 0 else (y <= 0))
-        if cut.any():
-            # nearest bbox corner of each cut component (a lower bound of its centroid's)
-            nx = ox + np.where(dx > 0, x, x + w - 1)
-            ny = oy + np.where(dy > 0, y, y + h - 1)
-            lower = (nx - corner[0]) * dx + (ny - corner[1]) * dy
-            if (lower[cut] <= proj[i]).any():
-                return False, None
-    bx, by, bw, bh = (int(v) for v in stats[best + 1, :4])
-    return True, (bx + ox, by + oy, bw, bh, float(centroids[best + 1][0] + ox),
-                  float(centroids[best + 1][1] + oy))
+        for x, y, w, h, *_ in comps:
+            if ((x + w >= ww) if dx > 0 else (x <= 0)) or ((y + h >= hh) if dy > 0 else (y <= 0)):
+                # cut: its nearest bbox corner bounds its centroid's distance from below
+                nx = ox + (x if dx > 0 else x + w - 1)
+                ny = oy + (y if dy > 0 else y + h - 1)
+                if (nx - c0) * dx + (ny - c1) * dy <= nearest:
+                    return False, None
+    bx, by, bw, bh, _, cx, cy = comps[best]
+    return True, (bx + ox, by + oy, bw, bh, cx + ox, cy + oy)
 
 
-def _is_rectangle(pts: np.ndarray) -> bool:
-    top, bottom = np.linalg.norm(pts[1] - pts[0]), np.linalg.norm(pts[2] - pts[3])
-    left, right = np.linalg.norm(pts[3] - pts[0]), np.linalg.norm(pts[2] - pts[1])
-    return bool(0.9 < top / bottom < 1.11 and 0.9 < left / right < 1.11)
+def _measure_marks(work: WorkImage, marks: list[_Mark | None]) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Darkness-weighted centres (small px, (4, 2)), which marks have the hole, and the
+    mean grey of the solid marks, on exact block means around the marks found."""
+    hs, ws = work.small_shape
+    pts = np.zeros((4, 2))
+    holes = np.zeros(4, dtype=bool)
+    inks: list[float] = []
+    for k, mark in enumerate(marks):
+        if mark is None:
+            continue
+        x0, y0, cw, ch, ccx, ccy = mark
+        x0, y0 = max(0, x0 - 2), max(0, y0 - 2)
+        x1, y1 = min(ws, x0 + cw + 4), min(hs, y0 + ch + 4)
+        win = work.small_window(x0, y0, x1, y1)
+        pap = work.paper_window(x0, y0, x1, y1)
+        wgt = np.maximum(pap * 0.8 - win, 0)
+        tot = wgt.sum()
+        xs = np.arange(x0, x1, dtype=np.float64)
+        ys = np.arange(y0, y1, dtype=np.float64)
+        pts[k] = (float(wgt.sum(axis=0) @ xs) / tot, float(wgt.sum(axis=1) @ ys) / tot)
+        # the hole: the 3 x 3 block means at the component's centre against the paper there
+        cx, cy = int(round(ccx)), int(round(ccy))
+        hx0, hy0, hx1, hy1 = max(0, cx - 1), max(0, cy - 1), min(ws, cx + 2), min(hs, cy + 2)
+        if x0 <= hx0 and y0 <= hy0 and hx1 <= x1 and hy1 <= y1:
+            # contiguous, so float32 sums add in the same order as on a fresh array
+            centre = np.ascontiguousarray(win[hy0 - y0:hy1 - y0, hx0 - x0:hx1 - x0]).mean()
+        else:
+            centre = work.small_window(hx0, hy0, hx1, hy1).mean()
+        holes[k] = centre > 0.6 * work.paper_level(cx, cy)
+        if not holes[k]:
+            inks.append(float(win[win < pap * 0.55].mean()))
+    return pts, holes, inks
+
+
+def _sides(pts: np.ndarray) -> list[float]:
+    """Lengths of the top, bottom, left and right sides of the quadrilateral TL, TR, BR, BL."""
+    d = pts[[1, 2, 3, 2]] - pts[[0, 3, 0, 1]]
+    return np.sqrt((d * d).sum(axis=1)).tolist()
+
+
+def _is_rectangle(sides: list[float]) -> bool:
+    top, bottom, left, right = sides
+    return 0.9 < top / bottom < 1.11 and 0.9 < left / right < 1.11
 
 
 def _completes(pts: np.ndarray, missing: int) -> bool:
@@ -245,45 +261,29 @@ def _completes(pts: np.ndarray, missing: int) -> bool:
 
 # ---------------------------------------------------------------------- timing marks
 
-def _weighted_centroids(work: WorkImage, centres_small: np.ndarray, half: int,
-                        outer: tuple[np.ndarray, np.ndarray] | None = None
-                        ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Darkness-weighted centroids in square windows (vectorised over windows). Returns
-    centroids, masses and (top-left corners, windows) for reuse: ``outer`` windows from
-    an earlier pass that contain the new ones are cut instead of gathered again."""
-    paper = work.paper_small
+def _weighted_centroids(work: WorkImage, centres_small: np.ndarray, half: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Darkness-weighted centroids, masses and "inside" (no weight on the window's
+    border: everything dark lies within) in square windows (vectorised over windows)."""
     hs, ws = work.small_shape
     S = 2 * half + 1
     c = np.rint(centres_small).astype(np.int64)
     base = c - half
-    if outer is not None and outer[1].shape[1] >= S:
-        obase, owin = outer
-        d = base - obase
-        span = owin.shape[1] - S
-        if d.min() >= 0 and d.max() <= span:
-            # every window lies in its earlier, larger one (the usual case)
-            m, So = owin.shape[0], owin.shape[1]
-            offs = np.arange(S)
-            idx = ((np.arange(m) * (So * So) + d[:, 1] * So + d[:, 0])[:, None, None]
-                   + (offs * So)[None, :, None] + offs[None, None, :])
-            win = owin.reshape(-1).take(idx)
-        else:
-            win = work.small_windows(base[:, 0], base[:, 1], S)
-    else:
-        win = work.small_windows(base[:, 0], base[:, 1], S)             # (M, S, S)
+    win = work.small_windows(base[:, 0], base[:, 1], S)              # (M, S, S)
     offs = np.arange(S)
-    xs = np.clip(base[:, 0:1] + offs[None, :], 0, ws - 1)            # (M, S)
-    ys = np.clip(base[:, 1:2] + offs[None, :], 0, hs - 1)
-    c = np.clip(c, 0, [ws - 1, hs - 1])
-    pap = paper[c[:, 1], c[:, 0]][:, None, None]                      # lighting is smooth
+    xs = (base[:, 0:1] + offs).clip(0, ws - 1)                         # (M, S)
+    ys = (base[:, 1:2] + offs).clip(0, hs - 1)
+    pap = work.paper_small_at(c[:, 0], c[:, 1])[:, None, None]        # lighting is smooth
     # weights: darkness beyond a noise floor of 12 % of the paper level
     wgt = pap * 0.88 - win
     np.maximum(wgt, 0, out=wgt)
-    mass = wgt.sum(axis=(1, 2))
+    cols, rows = wgt.sum(axis=1), wgt.sum(axis=2)
+    mass = cols.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cx = (wgt.sum(axis=1) * xs).sum(axis=1) / mass
-        cy = (wgt.sum(axis=2) * ys).sum(axis=1) / mass
-    return np.stack([cx, cy], axis=1), mass, (base, win)
+        cx = (cols * xs).sum(axis=1) / mass
+        cy = (rows * ys).sum(axis=1) / mass
+    inside = (cols[:, 0] + cols[:, -1] + rows[:, 0] + rows[:, -1]) == 0
+    return np.stack([cx, cy], axis=1), mass, inside
 
 
 def find_timing_marks(work: WorkImage, layout: PageLayout, h0: np.ndarray, ppmm: float,
@@ -294,12 +294,20 @@ def find_timing_marks(work: WorkImage, layout: PageLayout, h0: np.ndarray, ppmm:
     pred = work.to_small(apply_h(h0, layout.timing_mm[sel]))
     ppmm_small = ppmm / work.factor
     size = layout.timing_size_mm[sel]
-    half1 = int(np.ceil((size.max() / 2 + 2.2) * ppmm_small))
-    c1, _, windows = _weighted_centroids(work, pred, half1)
-    c1 = np.where(np.isfinite(c1), c1, pred)
-    half2 = int(np.ceil((size.max() / 2 + 0.9) * ppmm_small))
-    c2, mass, _ = _weighted_centroids(work, c1, half2, windows)
     expected = size[:, 0] * size[:, 1] * ppmm_small ** 2 * max(1.0, (paper * 0.88 - ink))
+    # Each mark is measured in a window 0.9 mm wider than the mark around where the
+    # fiducials put it. The fiducials predict a mark to a fraction of a millimetre, so
+    # that window nearly always holds the whole mark; where it does not (something dark
+    # on its border, or not a mark's darkness), the mark is first looked for 2.2 mm
+    # around its place and then measured there.
+    half2 = int(np.ceil((size.max() / 2 + 0.9) * ppmm_small))
+    c2, mass, inside = _weighted_centroids(work, pred, half2)
+    redo = ~(inside & (mass > 0.45 * expected) & (mass < 1.8 * expected))
+    if redo.any():
+        half1 = int(np.ceil((size.max() / 2 + 2.2) * ppmm_small))
+        c1 = _weighted_centroids(work, pred[redo], half1)[0]
+        c1 = np.where(np.isfinite(c1), c1, pred[redo])
+        c2[redo], mass[redo] = _weighted_centroids(work, c1, half2)[:2]
     ok = (mass > 0.45 * expected) & (mass < 1.8 * expected) & np.isfinite(c2).all(axis=1)
     ok &= np.linalg.norm(c2 - pred, axis=1) < 2.0 * ppmm_small
     out = np.full((len(layout.timing_mm), 2), np.nan)
@@ -311,9 +319,14 @@ def find_timing_marks(work: WorkImage, layout: PageLayout, h0: np.ndarray, ppmm:
 
 # ---------------------------------------------------------------------- the two maps
 
-def _rms(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[float, float, np.ndarray]:
-    err = np.linalg.norm(apply_h(h, src) - dst, axis=1)
-    return float(np.sqrt(np.mean(err ** 2))), float(err.max()), err
+def _errors(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals dst - h(src) and their lengths."""
+    resid = dst - apply_h(h, src)
+    return resid, np.sqrt((resid * resid).sum(axis=1))
+
+
+def _rms(err: np.ndarray) -> tuple[float, float]:
+    return float(np.sqrt(np.mean(err ** 2))), float(err.max())
 
 
 def register_a(work: WorkImage, template: Template, layout: PageLayout, fid: Fiducials,
@@ -332,7 +345,7 @@ def register_a(work: WorkImage, template: Template, layout: PageLayout, fid: Fid
     if h is None:
         h, inl = h0, np.ones((len(src), 1), np.uint8)
     inl = inl.ravel().astype(bool)
-    rms, mx, _ = _rms(h, src[inl], dst[inl])
+    rms, mx = _rms(_errors(h, src[inl], dst[inl])[1])
     reg = Registration("a", h, fid.orientation, rms, mx, _scale(h, layout), int(fid.found.sum()),
                        int(ok.sum()), len(range(0, len(ok), 2)), fid.points_px, timing)
     _quality_flags(reg, max_rms_mm, min_timing_fraction, int((~inl).sum()))
@@ -345,67 +358,58 @@ class CoonsResidual:
     fan-out or scanner stretch measured at the edges moves the bubbles in between."""
 
     def __init__(self, layout: PageLayout, residual: np.ndarray, ok: np.ndarray) -> None:
-        e = layout.timing_edge
-        t = layout.timing_mm
-        self.x_left = float(t[e == 2, 0].mean())
-        self.x_right = float(t[e == 3, 0].mean())
-        self.y_top = float(t[e == 0, 1].mean())
-        self.y_bottom = float(t[e == 1, 1].mean())
+        self.x_left, self.x_right, self.y_top, self.y_bottom = layout.timing_frame
+        # residuals as x + iy: one interpolation and one blend move both components
+        resid = residual[:, 0] + 1j * residual[:, 1]
         self.edges = []
-        for edge in range(4):
-            sel = (e == edge) & ok
-            param = t[sel, 0] if edge < 2 else t[sel, 1]
-            order = np.argsort(param)
-            r = residual[sel][order]
-            # contiguous columns: interpolated on every map() call
-            self.edges.append((param[order], r[:, 0].copy(), r[:, 1].copy()))
-
-        # corner residuals: mean of the two edges meeting there (precomputed once)
-        xl, xr = np.array([self.x_left]), np.array([self.x_right])
-        yt, yb = np.array([self.y_top]), np.array([self.y_bottom])
-        self.c00 = (self._edge(0, xl) + self._edge(2, yt)) / 2
-        self.c10 = (self._edge(0, xr) + self._edge(3, yt)) / 2
-        self.c01 = (self._edge(1, xl) + self._edge(2, yb)) / 2
-        self.c11 = (self._edge(1, xr) + self._edge(3, yb)) / 2
+        for k, along in enumerate(layout.timing_along):
+            idx = along[ok[along]]
+            self.edges.append((layout.timing_mm[idx, 0 if k < 2 else 1], resid[idx]))
+        # corner residuals: mean of the two edges meeting there (precomputed once), and
+        # their bilinear blend c00 (1-u)(1-v) + c10 u (1-v) + c01 (1-u) v + c11 u v
+        # written as c00 + u (c10 - c00) + v ((c01 - c00) + u (c00 - c10 - c01 + c11))
+        xs = np.array([self.x_left, self.x_right])
+        ys = np.array([self.y_top, self.y_bottom])
+        (t0, t1), (b0, b1) = self._edge(0, xs), self._edge(1, xs)
+        (l0, l1), (r0, r1) = self._edge(2, ys), self._edge(3, ys)
+        c00, c10, c01, c11 = (t0 + l0) / 2, (t1 + r0) / 2, (b0 + l1) / 2, (b1 + r1) / 2
+        self.corner = (c00, c10 - c00, c01 - c00, c00 - c10 - c01 + c11)
 
     def _edge(self, k: int, s: np.ndarray) -> np.ndarray:
-        p, r0, r1 = self.edges[k]
-        if not p.size:
-            return np.zeros((s.size, 2))
-        out = np.empty((s.size, 2))
-        out[:, 0] = np.interp(s, p, r0)
-        out[:, 1] = np.interp(s, p, r1)
-        return out
+        """Edge k's residual (x + iy) interpolated at parameters s along it."""
+        p, r = self.edges[k]
+        return np.interp(s, p, r) if p.size else np.zeros(s.size, dtype=complex)
 
     def __call__(self, pts_mm: np.ndarray) -> np.ndarray:
         x, y = pts_mm[:, 0], pts_mm[:, 1]
-        u = np.minimum(np.maximum((x - self.x_left) / (self.x_right - self.x_left), 0), 1)[:, None]
-        v = np.minimum(np.maximum((y - self.y_top) / (self.y_bottom - self.y_top), 0), 1)[:, None]
-        top, bottom = self._edge(0, x), self._edge(1, x)
-        left, right = self._edge(2, y), self._edge(3, y)
-        iu, iv = 1 - u, 1 - v
-        return ((iv * top + v * bottom + iu * left + u * right)
-                - (iu * iv * self.c00 + u * iv * self.c10 + iu * v * self.c01 + u * v * self.c11))
+        u = ((x - self.x_left) / (self.x_right - self.x_left)).clip(0, 1)
+        v = ((y - self.y_top) / (self.y_bottom - self.y_top)).clip(0, 1)
+        edges = ((1 - v) * self._edge(0, x) + v * self._edge(1, x)
+                 + (1 - u) * self._edge(2, y) + u * self._edge(3, y))
+        c00, du, dv, duv = self.corner
+        out = edges - (c00 + u * du + v * (dv + u * duv))
+        return out.view(np.float64).reshape(-1, 2)
 
 
-def _trimmed_homography(src: np.ndarray, dst: np.ndarray, floor_px: float,
-                        rounds: int = 3) -> tuple[np.ndarray | None, np.ndarray]:
-    """Least squares, then refits without points beyond 3x the median residual (at
-    least ``floor_px``): a deterministic robust fit, deliberately not method A's RANSAC."""
+def _trimmed_homography(src: np.ndarray, dst: np.ndarray, floor_px: float, rounds: int = 3
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(h, points kept, residuals and their lengths for h), or None when no fit: least
+    squares, then refits without points beyond 3x the median residual (at least
+    ``floor_px``): a deterministic robust fit, deliberately not method A's RANSAC."""
     keep = np.ones(len(src), dtype=bool)
-    h = None
+    fit = None
     for _ in range(rounds):
         if keep.sum() < 8:
             break
         h, _ = cv2.findHomography(src[keep], dst[keep], 0)
         if h is None:
-            break
-        err = np.linalg.norm(apply_h(h, src) - dst, axis=1)
-        new_keep = err <= max(floor_px, 3.0 * median(err[keep]))
+            return None
+        fit = (h, *_errors(h, src, dst))
+        new_keep = fit[2] <= max(floor_px, 3.0 * median(fit[2][keep]))
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    return h, keep
+    return None if fit is None else (fit[0], keep, fit[1], fit[2])
 
 
 def register_b(work: WorkImage, template: Template, layout: PageLayout, fid: Fiducials,
@@ -418,19 +422,21 @@ def register_b(work: WorkImage, template: Template, layout: PageLayout, fid: Fid
     ppmm = _scale(h0, layout)
     timing = find_timing_marks(work, layout, h0, ppmm, fid.ink_level, fid.paper_level)
     ok = np.isfinite(timing).all(axis=1)
-    edges_ok = all(((layout.timing_edge == e) & ok).sum() >= 2 for e in range(4))
+    edges_ok = np.bincount(layout.timing_edge[ok], minlength=4).min() >= 2
     if ok.sum() < 8 or not edges_ok:
         reg = Registration("b", h0, fid.orientation, 0.0, 0.0, ppmm, int(fid.found.sum()), int(ok.sum()),
                            len(ok), fid.points_px, timing)
         reg.flags.append((Reason.MISREGISTRATION, f"only {int(ok.sum())} timing marks found"))
         return reg
     src, dst = layout.timing_mm[ok], timing[ok]
-    h, inl = _trimmed_homography(src, dst, 0.3 * ppmm)
-    if h is None:
-        h, inl = h0, np.ones(len(src), dtype=bool)
-    rms, mx, _ = _rms(h, src[inl], dst[inl])
+    fit = _trimmed_homography(src, dst, 0.3 * ppmm)
+    if fit is None:
+        h, inl, (r, err) = h0, np.ones(len(src), dtype=bool), _errors(h0, src, dst)
+    else:
+        h, inl, r, err = fit
+    rms, mx = _rms(err[inl])
     resid = np.zeros_like(timing)
-    resid[ok] = dst - apply_h(h, src)
+    resid[ok] = r
     good = ok.copy()
     good[np.flatnonzero(ok)[~inl]] = False
     reg = Registration("b", h, fid.orientation, rms, mx, _scale(h, layout), int(fid.found.sum()),
@@ -441,10 +447,12 @@ def register_b(work: WorkImage, template: Template, layout: PageLayout, fid: Fid
 
 
 def _scale(h: np.ndarray, layout: PageLayout) -> float:
+    """Pixels per mm of h along the top and bottom fiducial sides."""
     f = layout.fiducials_mm
-    p = apply_h(h, f)
-    return float((np.linalg.norm(p[1] - p[0]) + np.linalg.norm(p[2] - p[3])) /
-                 (np.linalg.norm(f[1] - f[0]) + np.linalg.norm(f[2] - f[3])))
+    sides = np.stack([apply_h(h, f), f])                   # image px, template mm
+    d = sides[:, [1, 2]] - sides[:, [0, 3]]
+    px, mm = np.sqrt((d * d).sum(axis=2)).sum(axis=1).tolist()
+    return px / mm
 
 
 def _quality_flags(reg: Registration, max_rms_mm: float, min_fraction: float, outliers: int) -> None:

@@ -203,9 +203,9 @@ def speed(n: int, seed0: int = 5000):
 
 
 STAGES = [("omr.reading", "decode_bytes"), ("omr.reading", "build_work_image"), ("omr.reading", "find_fiducials"),
-          ("omr.reading", "register_a"), ("omr.reading", "register_b"), ("omr.reading", "local_search"),
-          ("omr.reading", "measure_a"), ("omr.reading", "measure_b"), ("omr.reading", "find_streaks"),
-          ("omr.reading", "read_code128")]
+          ("omr.reading", "register_a"), ("omr.reading", "register_b"), ("omr.reading", "bubble_patches"),
+          ("omr.reading", "local_search"), ("omr.reading", "measure_a"), ("omr.reading", "measure_b"),
+          ("omr.reading", "find_streaks"), ("omr.reading", "_decide_groups"), ("omr.reading", "read_code128")]
 
 
 def stage_breakdown(n: int, seed0: int = 7000) -> dict[str, dict[str, float]]:
@@ -300,7 +300,9 @@ def report(totals, speed_rows, cards_per_class: int, cmd: str, stages=None) -> s
     if stages:
         names = [n for _, n in STAGES if any(n in stages[m] for m in stages)] + ["glue", "total"]
         lines += ["", "Where the time goes (JPEG, median ms per stage; `decode_bytes` = header checks + "
-                  "sha256 + `cv2.imdecode`; glue = Python decisions and the reading dict):", "",
+                  "sha256 + `cv2.imdecode`; `_decide_groups` = the question decisions and their "
+                  "entries; glue = the rest: page code, mapping, calibration, identity checks and the "
+                  "reading dict):", "",
                   "| stage | " + " | ".join(f"method {m.upper()}" for m in stages) + " |",
                   "|---|" + "---:|" * len(stages)]
         for n in names:
