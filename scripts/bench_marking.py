@@ -26,7 +26,8 @@ What it does (one run, one backend):
 4. Latency at a stated load (``--latency-at``, default 50 % and 80 % of the saturation
    rate): open-loop Poisson arrivals, each from an idle marker; latency from a mark's
    scheduled arrival to its answer (no coordinated omission).
-5. Raw ceiling in the same run: the same claim_next/submit_mark calls straight into the
+5. Raw ceiling in the same run: the same calls (``marking.workbench.submit_and_claim_next``,
+   or claim_next/submit_mark with ``--protocol separate``) straight into the
    service layer (``marking.dispatch``/``marking.submission``, calibration hooks installed
    as the server installs them) from ``--servers`` processes × N threads (no HTTP, no
    Flask); ratio web/raw.
