@@ -70,6 +70,7 @@ class Settings:
     log_format: str = "text"
     backup_on_key_change: bool = False
     trusted_proxies: int = 0
+    outbox_keep_hours: int = 48
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,4 +132,5 @@ def load_settings(data_dir: str | os.PathLike | None = None, env: dict[str, str]
         log_format=_choice(env, "MC_LOG_FORMAT", "text", ("text", "json")),
         backup_on_key_change=_bool(env, "MC_BACKUP_ON_KEY_CHANGE", False),
         trusted_proxies=_int(env, "MC_TRUSTED_PROXIES", 0, minimum=0),
+        outbox_keep_hours=_int(env, "MC_OUTBOX_KEEP_HOURS", 48, minimum=1),
     )

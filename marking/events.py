@@ -8,10 +8,11 @@ topic markers can read (R-SEC-1).
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from .models import OutboxEvent
@@ -32,3 +33,31 @@ def item_topic(item_id: int) -> str:
 
 def leader_topic(item_id: int) -> str:
     return f"leader:{item_id}"
+
+
+PRUNE_BATCH = 5000
+
+
+def prune(db, *, keep: dt.timedelta, now: dt.datetime | None = None) -> int:
+    """Delete outbox rows older than ``keep``; returns how many.
+
+    Events are hints (pages re-fetch their numbers over HTTP; the marks and the ledger
+    are the record), and at ~4 events a mark the table would otherwise grow by millions
+    of rows an exam. A client away for longer than ``keep`` simply refreshes. Ids grow
+    with time, so the old rows are the lowest ids: each batch is a primary-key range,
+    and the oldest row is looked at first so that nothing is scanned when none is old.
+    """
+    cutoff = (now or dt.datetime.now(dt.timezone.utc)) - keep
+    t = OutboxEvent.__table__
+    removed = 0
+    while True:
+        with db.write() as session:
+            oldest = session.execute(select(t.c.created_at).order_by(t.c.id).limit(1)).scalar()
+            if oldest is None or oldest >= cutoff:
+                return removed
+            batch = select(t.c.id).where(t.c.created_at < cutoff).order_by(t.c.id).limit(PRUNE_BATCH).subquery()
+            upto = session.execute(select(func.max(batch.c.id))).scalar()
+            count = session.execute(delete(t).where(t.c.id <= upto, t.c.created_at < cutoff)).rowcount or 0
+        removed += count
+        if count < PRUNE_BATCH:
+            return removed

@@ -25,6 +25,7 @@ entitled to it. Payloads never carry candidate identity or marks (marking.events
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from flask import Flask, current_app, request
 from flask_socketio import SocketIO, join_room
 from sqlalchemy import bindparam, func, select
 
+from marking import events
 from marking.config import ConfigError
 from marking.models import OutboxEvent
 
@@ -124,6 +126,7 @@ class Live:
         self.socketio = SocketIO(app, async_mode="threading", message_queue=queue,
                                  manage_session=False, logger=False, engineio_logger=False)
         self.db = app.extensions["mc_db"]
+        self.keep_hours = settings.outbox_keep_hours
         self.redis = _redis_client(queue) if queue else None
         self.me = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis_down = False
@@ -184,6 +187,8 @@ class Live:
                 ticks += 1
                 if ticks % max(1, int(60 / interval)) == 0:   # about once a minute
                     reap_expired_leases(self.db)
+                    if self.is_drainer():   # one process prunes, as one drains
+                        events.prune(self.db, keep=dt.timedelta(hours=self.keep_hours))
             except Exception:  # noqa: BLE001 - keep draining after a transient DB error
                 log.exception("outbox drain failed; retrying")
             self.socketio.sleep(interval)

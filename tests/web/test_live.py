@@ -109,3 +109,26 @@ def test_with_a_message_queue_one_process_drains_and_another_takes_over(db, tmp_
             app.extensions["mc_live"].stop()
         import calibration
         calibration.uninstall()
+
+
+def test_old_outbox_rows_are_pruned_in_batches_and_recent_ones_kept(db, monkeypatch):
+    import datetime as dt
+
+    from sqlalchemy import func, select, update
+
+    from marking.models import OutboxEvent
+
+    monkeypatch.setattr(events, "PRUNE_BATCH", 3)
+    now = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+    with db.write() as s:
+        for n in range(8):
+            events.publish(s, "authority", f"e{n}")
+    with db.write() as s:   # the first seven are three days old, the last one fresh
+        ids = s.execute(select(OutboxEvent.id).order_by(OutboxEvent.id)).scalars().all()
+        s.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids[:7])).values(created_at=now - dt.timedelta(days=3)))
+        s.execute(update(OutboxEvent).where(OutboxEvent.id == ids[7]).values(created_at=now - dt.timedelta(hours=1)))
+    assert events.prune(db, keep=dt.timedelta(hours=48), now=now) == 7   # batches of 3, 3, 1
+    assert events.prune(db, keep=dt.timedelta(hours=48), now=now) == 0   # nothing old: nothing scanned
+    with db.read() as s:
+        assert s.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 1
+        assert s.execute(select(OutboxEvent.name)).scalar_one() == "e7"
