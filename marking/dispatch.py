@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, lazyload
 from . import events
 from .access import LeaseError, NotAllowed, active_user
 from .centre_time import centre_day, now_or
-from .eligibility import Exclusions, excluded_clause, exclusions_for, qualification_problem
+from .eligibility import NO_EXCLUSIONS, Exclusions, excluded_clause, exclusions_for, qualification_problem
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
 from .models.work import MarkAssignment
 from .policy import policy_for_item
@@ -428,8 +428,8 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
                 leased = (task.id, task.response_id, task.slot)
                 break
         if leased is None:
-            exclusions = exclusions_for(session, user) if facts.has_exclusions or user.school_code \
-                else Exclusions(frozenset(), frozenset(), frozenset())
+            # The rows are read only when there are some (the facts query says so).
+            exclusions = exclusions_for(session, user) if facts.has_exclusions or user.school_code else NO_EXCLUSIONS
             leased = _lease_next(session, item.id, slots, user.id, exclusions, token, until, now)
             if leased is None:
                 return None

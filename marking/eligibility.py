@@ -73,6 +73,9 @@ class Exclusions:
         return not (self.schools or self.regions or self.candidates)
 
 
+NO_EXCLUSIONS = Exclusions(frozenset(), frozenset(), frozenset())
+
+
 def exclusions_for(session: Session, user: User) -> Exclusions:
     """R-ROLE-4: recorded exclusions, plus the marker's own school (★ §6.6)."""
     rows = session.execute(select(Exclusion.kind, Exclusion.value).where(Exclusion.user_id == user.id)).all()
