@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -68,6 +69,17 @@ def for_item(session: Session, item_id: int) -> dict[str, Any]:
 
 def merged(params_json: str | None) -> dict[str, Any]:
     """The effective settings from an item's stored overrides (JSON text, or None)."""
+    return copy.deepcopy(_merged_text(params_json))
+
+
+def merged_readonly(params_json: str | None) -> dict[str, Any]:
+    """:func:`merged` for callers that only read the settings: one shared dict per stored
+    text, not a fresh deep copy (dispatch reads them on every claim). Never mutate it."""
+    return _merged_text(params_json)
+
+
+@functools.lru_cache(maxsize=128)
+def _merged_text(params_json: str | None) -> dict[str, Any]:
     return _merge(json.loads(params_json) if params_json else {})
 
 

@@ -5,7 +5,7 @@
 * ``marking.dispatch.INJECTORS``      — :func:`calibration.seeds.inject` (seeds, self-checks);
 * ``marking.submission.CALIBRATION_HOOKS`` — :func:`on_mark` (scores calibration marks,
   grades qualification attempts, checks validity/drift and suspends);
-* ``marking.eligibility.EXTRA_CHECKS`` — :func:`calibration.scheme.scheme_problem`
+* ``marking.eligibility.FACT_CHECKS`` — :data:`calibration.scheme.SCHEME_CHECK`
   (live dispatch waits for a frozen scheme once one was started, R-MARK-9).
 
 The qualification gate itself needs no hook: ``marking.eligibility`` reads the
@@ -37,12 +37,12 @@ def install() -> None:
         dispatch.INJECTORS.append(seeds.inject)
     if on_mark not in submission.CALIBRATION_HOOKS:
         submission.CALIBRATION_HOOKS.append(on_mark)
-    if scheme.scheme_problem not in eligibility.EXTRA_CHECKS:
-        eligibility.EXTRA_CHECKS.append(scheme.scheme_problem)
+    if scheme.SCHEME_CHECK not in eligibility.FACT_CHECKS:
+        eligibility.FACT_CHECKS.append(scheme.SCHEME_CHECK)
 
 
 def uninstall() -> None:
     for registry, fn in ((dispatch.INJECTORS, seeds.inject), (submission.CALIBRATION_HOOKS, on_mark),
-                         (eligibility.EXTRA_CHECKS, scheme.scheme_problem)):
+                         (eligibility.FACT_CHECKS, scheme.SCHEME_CHECK)):
         while fn in registry:
             registry.remove(fn)

@@ -9,7 +9,7 @@
   edited. Freezing a version that replaces an earlier frozen one is a scheme change:
   ledger reason ``scheme_change`` (R-QC-4).
 * Live dispatch on an item whose scheme was started but is not frozen yet is held
-  (:func:`scheme_problem`, registered in ``marking.eligibility.EXTRA_CHECKS``).
+  (:data:`SCHEME_CHECK`, registered in ``marking.eligibility.FACT_CHECKS``).
 """
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from marking import events, ledger
 from marking.access import NotAllowed, active_user, has_duty
 from marking.centre_time import now_or
+from marking.eligibility import FactCheck
 from marking.models import Item, Mark, MarkingScheme, MarkTask, Response, User
 from marking.scores import check_mark, format_points, from_cp, parse_points
 
@@ -149,15 +150,21 @@ def _live_marks(session: Session, item_id: int) -> int:
                                   Mark.kind.in_(("first", "second", "third")))).scalar_one()
 
 
-_SCHEME_STATUSES = select(MarkingScheme.status).where(MarkingScheme.item_id == bindparam("item_id"))
+def _unfrozen_scheme():
+    """SQL: the item has a marking scheme and none of its versions is frozen."""
+    of_item = MarkingScheme.item_id == bindparam("item_id")
+    return and_(exists().where(of_item), ~exists().where(of_item, MarkingScheme.status == "frozen"))
 
 
-def scheme_problem(session: Session, user: User, item: Item) -> str | None:
-    """EXTRA_CHECKS hook: hold live dispatch while a started scheme is not frozen (R-MARK-9)."""
-    rows = session.connection().execute(_SCHEME_STATUSES, {"item_id": item.id}).scalars().all()
-    if rows and "frozen" not in rows:
+def _decide_scheme(unfrozen, user: User, item: Item) -> str | None:
+    if unfrozen:
         return f"the marking scheme of item {item.code} is not frozen yet (R-MARK-9)"
     return None
+
+
+# ``marking.eligibility.FACT_CHECKS`` entry: hold live dispatch while a started scheme is
+# not frozen (R-MARK-9); dispatch reads the fact in its own facts statement.
+SCHEME_CHECK = FactCheck("scheme_unfrozen", _unfrozen_scheme, _decide_scheme)
 
 
 @dataclass(frozen=True)

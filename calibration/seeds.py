@@ -109,7 +109,7 @@ def inject(session: Session, user: User, item: Item, now: dt.datetime) -> MarkTa
     the seed pool and the marker's own earlier responses are read only when one is due.
     """
     counts = _counts(session, user.id, item.id, now)
-    settings = config.merged(counts.params)
+    settings = config.merged_readonly(counts.params)
     salt = settings["schedule_salt"] or f"item:{item.id}"
     if counts.pending:
         # A self-check whose lease lapsed is re-served; a lapsed seed counts as exposed.

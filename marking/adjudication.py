@@ -13,7 +13,7 @@ import json
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from . import events, ledger
@@ -29,19 +29,31 @@ OUTCOME_REASON = {"agreed": "agreement", "third_resolved": "third_mark", "arbitr
 # Built once: these run on every submit (issue 8's load target).
 _LOCK_RESPONSE = (select(Response).where(Response.id == bindparam("response_id")).with_for_update()
                   .execution_options(populate_existing=True))
-_CHAIN_MARKS = (select(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
+# Plain rows (id, kind, score_cp, condition_code, marker_id): the decision only reads them.
+_CHAIN_MARKS = (select(Mark.id, Mark.kind, Mark.score_cp, Mark.condition_code, Mark.marker_id, Mark.response_id,
+                       Mark.task_id)
+                .join(MarkTask, MarkTask.id == Mark.task_id)
                 .where(Mark.response_id == bindparam("response_id"), Mark.kind.in_(CHAIN_KINDS),
                        MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
                 .order_by(Mark.id))
-_LATEST_RESOLUTION = select(func.max(Resolution.version)).where(Resolution.response_id == bindparam("response_id"))
+_RESOLUTION = Resolution.__table__
+# The next version is read inside the INSERT: one statement (``for_response``, not
+# ``response_id``, so the parameter is not taken for the column's value).
+_RESOLUTION_INSERT = (insert(_RESOLUTION).values(
+    response_id=bindparam("for_response"),
+    version=select(func.coalesce(func.max(_RESOLUTION.c.version), 0) + 1)
+    .where(_RESOLUTION.c.response_id == bindparam("for_response")).scalar_subquery())
+    .returning(_RESOLUTION.c.version))
 
 
 def lock_response(session: Session, response_id: int) -> Response:
     return session.execute(_LOCK_RESPONSE, {"response_id": response_id}).scalar_one()
 
 
-def chain_marks(session: Session, response_id: int) -> dict[str, Mark]:
-    marks = session.execute(_CHAIN_MARKS, {"response_id": response_id}).scalars().all()
+def chain_marks(session: Session, response_id: int) -> dict[str, Any]:
+    """The response's live chain marks by kind, as read-only rows with Mark's attribute names."""
+    session.flush()   # a mark added through the ORM in this transaction counts too
+    marks = session.connection().execute(_CHAIN_MARKS, {"response_id": response_id}).all()
     return {m.kind: m for m in marks}
 
 
@@ -54,21 +66,22 @@ def final_of(response: Response) -> Fraction | None:
 def record_resolution(session: Session, response: Response, *, final: Fraction, outcome: str,
                       policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
                       now: dt.datetime, reason: str | None, action: str = "response.resolved",
-                      extra_data: dict[str, Any] | None = None) -> Resolution:
-    """Write a Resolution version, set the response's final, and the ledger event (R-QC-4)."""
-    latest = session.execute(_LATEST_RESOLUTION, {"response_id": response.id}).scalar()
+                      extra_data: dict[str, Any] | None = None) -> int:
+    """Write a Resolution version, set the response's final, and the ledger event (R-QC-4).
+
+    Returns the new version number (the response row is locked by the caller, so the
+    version read inside the INSERT is the latest).
+    """
     final = Fraction(final)
     before = final_of(response)
-    row = Resolution(response_id=response.id, version=(latest or 0) + 1,
-                     policy_id=policy.id if policy else None, outcome=outcome,
-                     inputs=ledger.canonical_json(inputs), final_num=final.numerator,
-                     final_den=final.denominator, decided_by=decided_by, decided_at=now)
-    session.add(row)
+    version = session.connection().execute(_RESOLUTION_INSERT, {
+        "for_response": response.id, "policy_id": policy.id if policy else None, "outcome": outcome,
+        "inputs": ledger.canonical_json(inputs), "final_num": final.numerator, "final_den": final.denominator,
+        "decided_by": decided_by, "decided_at": now}).scalar_one()
     response.final_num, response.final_den = final.numerator, final.denominator
     response.status = "resolved"
     response.resolved_at = response.resolved_at or now
-    session.flush()
-    data = {"resolution_version": row.version, "outcome": outcome, "before": ledger.score_text(before),
+    data = {"resolution_version": version, "outcome": outcome, "before": ledger.score_text(before),
             "final": ledger.score_text(final), "inputs": inputs, "item_id": response.item_id,
             "script_id": response.script_id}
     if policy is not None:
@@ -77,7 +90,7 @@ def record_resolution(session: Session, response: Response, *, final: Fraction, 
     data.update(extra_data or {})
     ledger.append(session, actor_id=decided_by, action=action, entity="response",
                   entity_id=response.id, data=data, reason=reason, at=now)
-    return row
+    return version
 
 
 def _inputs(marks: dict[str, Mark], item: Item, decision: Decision) -> dict[str, Any]:
@@ -131,17 +144,18 @@ def advance(session: Session, response: Response, *, now: dt.datetime, actor_id:
 
 def finalise(session: Session, response: Response, item: Item, *, decision: Decision,
              policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
-             now: dt.datetime) -> Resolution:
+             now: dt.datetime) -> int:
+    """Record the final score (returns the resolution version), close the chain, total the script."""
     from . import totals  # late import: totals → adjudication helpers
 
-    row = record_resolution(session, response, final=decision.final, outcome=decision.outcome,
+    version = record_resolution(session, response, final=decision.final, outcome=decision.outcome,
                             policy=policy, inputs=inputs, decided_by=decided_by, now=now,
                             reason=OUTCOME_REASON.get(decision.outcome))
     cancel_open_tasks(session, response.id, CHAIN_KINDS)
     events.publish(session, events.item_topic(item.id), "response.resolved",
                    {"item_id": item.id, "outcome": decision.outcome})
     totals.recompute_script(session, response.script_id, now=now, actor_id=decided_by)
-    return row
+    return version
 
 
 def reopen(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:

@@ -46,7 +46,8 @@ from sqlalchemy.orm import Session, lazyload
 from . import events
 from .access import LeaseError, NotAllowed, active_user
 from .centre_time import centre_day, now_or
-from .eligibility import NO_EXCLUSIONS, Exclusions, excluded_clause, exclusions_for, qualification_problem
+from .eligibility import (FACT_CHECKS, NO_EXCLUSIONS, Exclusions, FactCheck, excluded_clause, exclusions_for,
+                          qualification_problem)
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
 from .models.work import MarkAssignment
 from .policy import policy_for_item
@@ -319,43 +320,40 @@ def _earlier_marks(session: Session, response_id: int) -> tuple[dict[str, Any], 
                  for k, cp, code in marks)
 
 
-def _user_and_item(session: Session, user_id: int, item_id: int) -> tuple[User, Item]:
-    """Both rows in one statement (roles are not needed to deal work)."""
-    statement = _cached(("user_item",), lambda: (
-        select(User, Item).where(User.id == bindparam("user_id"))
-        .outerjoin(Item, Item.id == bindparam("item_id")).options(lazyload(User.roles))))
-    row = session.execute(statement, {"user_id": user_id, "item_id": item_id}).first()
-    if row is None or not row[0].active:
-        raise NotAllowed(f"user {user_id} does not exist or is disabled")
-    user, item = row
-    if item is None or item.kind != "subjective":
-        raise NotAllowed(f"item {item_id} is not a subjective item")
-    return user, item
-
-
 @dataclass(frozen=True)
 class _Facts:
+    user: User
+    item: Item
     has_duty: bool
     latest_qualification: str | None
     requires_test: bool
     held_task_id: int | None
     dealt_today: int
     has_exclusions: bool
+    has_expired_leases: bool
+    check_facts: dict[str, Any]
 
 
 def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...], held_slots: tuple[str, ...],
            now: dt.datetime, day: dt.date) -> _Facts:
-    """Duty, qualification, held lease, today's count and exclusions: one round trip."""
-    statement = _cached(("facts", duties, held_slots), lambda: _facts_statement(duties, held_slots))
-    row = session.connection().execute(statement, {"user_id": user_id, "item_id": item_id, "now": now,
-                                                   "day": day}).one()
-    return _Facts(bool(row.duty), row.latest, bool(row.requires_test), row.held, row.dealt or 0,
-                  bool(row.excluded))
+    """The user and item rows, duty, qualification, held lease, today's count, exclusions and
+    whether any lease of the item has expired: one round trip for everything a claim checks."""
+    checks = tuple(FACT_CHECKS)
+    statement = _cached(("facts", duties, held_slots, checks), lambda: _facts_statement(duties, held_slots, checks))
+    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}).first()
+    if row is None or not row.User.active:
+        raise NotAllowed(f"user {user_id} does not exist or is disabled")
+    if row.Item is None or row.Item.kind != "subjective":
+        raise NotAllowed(f"item {item_id} is not a subjective item")
+    return _Facts(row.User, row.Item, bool(row.duty), row.latest, bool(row.requires_test), row.held,
+                  row.dealt or 0, bool(row.excluded), bool(row.expired),
+                  {c.name: row._mapping[f"check_{c.name}"] for c in checks})
 
 
-def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...]):
+def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], checks: tuple[FactCheck, ...]):
     t, a = MarkTask.__table__, MarkAssignment.__table__
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
+    now = bindparam("now", type_=t.c.leased_until.type)
     duty = exists().where(ItemDuty.user_id == user_id, ItemDuty.item_id == item_id,
                           ItemDuty.duty.in_(duties), ItemDuty.status == "active")
     latest = (select(Qualification.status)
@@ -364,15 +362,20 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...]):
     requires_test = exists().where(Qualification.item_id == item_id)
     held = (select(t.c.id)
             .where(t.c.marker_id == user_id, t.c.status == "leased", t.c.item_id == item_id,
-                   t.c.slot.in_(held_slots), t.c.leased_until >= bindparam("now", type_=t.c.leased_until.type))
+                   t.c.slot.in_(held_slots), t.c.leased_until >= now)
             .order_by(t.c.id).limit(1).scalar_subquery())
     dealt = (select(func.count()).select_from(a)
              .where(a.c.marker_id == user_id, a.c.item_id == item_id,
                     a.c.day == bindparam("day", type_=a.c.day.type), a.c.slot.in_(MARKING_SLOTS))
              .scalar_subquery())
     excluded = exists().where(Exclusion.user_id == user_id)
-    return select(duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
-                  held.label("held"), dealt.label("dealt"), excluded.label("excluded"))
+    expired = exists().where(t.c.item_id == item_id, t.c.status == "leased", t.c.leased_until < now)
+    # Roles are not needed to deal work (lazyload: no second query for them).
+    return (select(User, Item, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
+                   held.label("held"), dealt.label("dealt"), excluded.label("excluded"), expired.label("expired"),
+                   *(c.fact().label(f"check_{c.name}") for c in checks))
+            .select_from(User).outerjoin(Item, Item.id == item_id).where(User.id == user_id)
+            .options(lazyload(User.roles)))
 
 
 def claim_next(db, user_id: int, item_id: int, *, queue: str = "marking",
@@ -395,14 +398,15 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
     now = now_or(now)
 
     def fn(session: Session) -> TaskView | None:
-        user, item = _user_and_item(session, user_id, item_id)
         held_slots = slots + INJECTED_SLOTS if queue == "marking" else slots
         day = centre_day(now)
-        facts = _facts(session, user.id, item.id, duties, held_slots, now, day)
+        facts = _facts(session, user_id, item_id, duties, held_slots, now, day)
+        user, item = facts.user, facts.item
         if not facts.has_duty:
             raise NotAllowed(f"{user.username} has no active {'/'.join(duties)} duty on item {item.code}")
         problem = qualification_problem(session, user, item,
-                                        facts=(facts.latest_qualification, facts.requires_test))
+                                        facts=(facts.latest_qualification, facts.requires_test),
+                                        check_facts=facts.check_facts)
         if problem:
             raise NotAllowed(problem)
         if facts.held_task_id is not None:
@@ -416,7 +420,8 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
             cap = item.daily_cap or DEFAULT_DAILY_CAP
             if facts.dealt_today >= cap:
                 raise CapReached(f"{user.username} has reached today's cap of {cap} on item {item.code}")
-        _reopen_expired(session, item.id, now)
+        if facts.has_expired_leases:
+            _reopen_expired(session, item.id, now)
         token, until = str(uuid.uuid4()), now + _lease_seconds(lease_seconds)
         leased = None
         for inject in (INJECTORS if queue == "marking" else ()):

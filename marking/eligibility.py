@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -15,6 +15,24 @@ from .models import Candidate, Exclusion, Item, Qualification, Response, Script,
 
 # Further checks ``fn(session, user, item) -> str | None`` (a reason, or None if fine).
 EXTRA_CHECKS: list[Callable[[Session, User, Item], str | None]] = []
+
+
+@dataclass(frozen=True)
+class FactCheck:
+    """A further check that needs one fact from the database.
+
+    ``fact()`` builds a SQL expression over the bind parameters ``user_id`` and
+    ``item_id``; ``decide(value, user, item)`` turns its value into a reason (or None).
+    Dispatch reads every registered fact in its one facts statement, so such a check
+    costs no round trip of its own on a claim (issue 8's load target).
+    """
+
+    name: str
+    fact: Callable[[], Any]
+    decide: Callable[[Any, User, Item], str | None]
+
+
+FACT_CHECKS: list[FactCheck] = []
 
 
 def item_requires_test(session: Session, item: Item) -> bool:
@@ -37,11 +55,13 @@ def latest_qualification(session: Session, user_id: int, item_id: int) -> str | 
 
 
 def qualification_problem(session: Session, user: User, item: Item, *,
-                          facts: tuple[str | None, bool] | None = None) -> str | None:
+                          facts: tuple[str | None, bool] | None = None,
+                          check_facts: dict[str, Any] | None = None) -> str | None:
     """R-ROLE-1: None if ``user`` may mark ``item``, else why not.
 
-    ``facts`` — (latest attempt's status, item requires a test) — when the caller
-    already read them in its own query (dispatch does, to save round trips).
+    ``facts`` — (latest attempt's status, item requires a test) — and ``check_facts`` —
+    the value of each :class:`FactCheck` by name — when the caller already read them in
+    its own query (dispatch does, to save round trips).
     """
     if user.qualification_level < item.required_qualification:
         return (f"{user.username} holds qualification level {user.qualification_level}; "
@@ -55,6 +75,14 @@ def qualification_problem(session: Session, user: User, item: Item, *,
         return f"{user.username}'s latest qualification attempt on item {item.code} is {latest}"
     if latest is None and requires_test:
         return f"{user.username} has not passed the qualification test for item {item.code}"
+    for fact_check in FACT_CHECKS:
+        if check_facts is not None and fact_check.name in check_facts:
+            value = check_facts[fact_check.name]
+        else:
+            value = session.execute(select(fact_check.fact()), {"user_id": user.id, "item_id": item.id}).scalar()
+        reason = fact_check.decide(value, user, item)
+        if reason:
+            return reason
     for check in EXTRA_CHECKS:
         reason = check(session, user, item)
         if reason:

@@ -108,7 +108,13 @@ def compute_hash(*, prev_hash: str, seq: int, at: str, actor_id: int | None, act
         "prev": prev_hash, "seq": seq, "at": at, "actor": actor_id, "action": action,
         "entity": entity, "entity_id": entity_id, "reason": reason, "data": data,
     }
-    return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    # The fields are flat strings and integers (``data`` is already canonical JSON text), so
+    # a type check per field stands in for canonical_json's recursive walk; same bytes out.
+    for key, value in record.items():
+        if not (value is None or type(value) in (str, int)):
+            raise TypeError(f"ledger field {key} is a {type(value).__name__}")
+    text_ = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text_.encode("utf-8")).hexdigest()
 
 
 PENDING_KEY = "ledger_pending"

@@ -30,12 +30,14 @@ T (the item's threshold) is not a policy parameter: it is set per item
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -225,9 +227,36 @@ def ensure_policy(session: Session, name: str, params: dict[str, Any] | None) ->
 
 def params_of(row: ResolutionPolicy) -> dict[str, Any]:
     """The normalised parameters of a stored version, after checking its hash."""
-    if row.content_hash != hashlib.sha256(row.params.encode("utf-8")).hexdigest():
-        raise PolicyError(f"resolution policy {row.name} v{row.version} does not match its hash")
-    return normalise(json.loads(row.params))
+    return dict(_verified_params(row.name, row.version, row.params, row.content_hash))
+
+
+@functools.lru_cache(maxsize=256)
+def _verified_params(name: str, version: int, text_: str, content_hash: str) -> dict[str, Any]:
+    # Keyed by the stored text and hash themselves, so a cached answer is always the
+    # answer for these bytes (every decision reads its policy: issue 8's load target).
+    if content_hash != hashlib.sha256(text_.encode("utf-8")).hexdigest():
+        raise PolicyError(f"resolution policy {name} v{version} does not match its hash")
+    return normalise(json.loads(text_))
+
+
+DEFAULT_HASH = hashlib.sha256(canonical(default_params()).encode("utf-8")).hexdigest()
+# Policy rows read in this transaction, by (item id, item's policy id): versions are
+# immutable, so a transaction reads its item's policy at most once; dropped on rollback
+# (the row may have been created by the transaction being rolled back).
+MEMO_KEY = "policy_rows"
+
+
+def default_policy_id():
+    """SQL: the id of the stored default policy version, for callers that fold it into a read."""
+    return (select(ResolutionPolicy.id)
+            .where(ResolutionPolicy.name == DEFAULT_NAME, ResolutionPolicy.content_hash == DEFAULT_HASH)
+            .order_by(ResolutionPolicy.version.desc()).limit(1).scalar_subquery())
+
+
+def remember_policy(session: Session, item: Item, row: ResolutionPolicy | None) -> None:
+    """Record the item's policy row read by the caller's own query (None: not stored yet)."""
+    if row is not None:
+        session.info.setdefault(MEMO_KEY, {})[(item.id, item.policy_id)] = row
 
 
 def policy_for_item(session: Session, item: Item) -> tuple[ResolutionPolicy, dict[str, Any]]:
@@ -237,18 +266,30 @@ def policy_for_item(session: Session, item: Item) -> tuple[ResolutionPolicy, dic
     returned unsaved: readers only need its parameters, and a read never writes. The
     first decision (a write) stores it.
     """
-    row = session.get(ResolutionPolicy, item.policy_id) if item.policy_id else None
+    memo = session.info.get(MEMO_KEY)
+    row = memo.get((item.id, item.policy_id)) if memo else None
     if row is None:
-        params = default_params()
-        if not is_read_session(session):
-            row = ensure_policy(session, DEFAULT_NAME, params)
-        else:
-            text_ = canonical(params)
-            digest = hashlib.sha256(text_.encode("utf-8")).hexdigest()
-            row = session.execute(
-                select(ResolutionPolicy).where(ResolutionPolicy.name == DEFAULT_NAME,
-                                               ResolutionPolicy.content_hash == digest)
-                .order_by(ResolutionPolicy.version.desc()).limit(1)
-            ).scalar_one_or_none() or ResolutionPolicy(name=DEFAULT_NAME, version=0, params=text_,
-                                                       content_hash=digest)
+        row = session.get(ResolutionPolicy, item.policy_id) if item.policy_id else None
+        if row is None:
+            params = default_params()
+            if not is_read_session(session):
+                row = ensure_policy(session, DEFAULT_NAME, params)
+            else:
+                text_ = canonical(params)
+                digest = hashlib.sha256(text_.encode("utf-8")).hexdigest()
+                row = session.execute(
+                    select(ResolutionPolicy).where(ResolutionPolicy.name == DEFAULT_NAME,
+                                                   ResolutionPolicy.content_hash == digest)
+                    .order_by(ResolutionPolicy.version.desc()).limit(1)
+                ).scalar_one_or_none() or ResolutionPolicy(name=DEFAULT_NAME, version=0, params=text_,
+                                                           content_hash=digest)
+        if row.id is not None:
+            remember_policy(session, item, row)
     return row, params_of(row)
+
+
+def _forget_policies(session: Session, *_args) -> None:
+    session.info.pop(MEMO_KEY, None)
+
+
+sa_event.listen(Session, "after_rollback", _forget_policies)

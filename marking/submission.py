@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import events, ledger
 from .access import LeaseError, NotAllowed, active_user
 from .adjudication import advance, current_decision, lock_response
 from .centre_time import now_or
-from .models import Item, Mark, MarkTask, User
+from .models import Item, Mark, MarkTask, ResolutionPolicy, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
+from .policy import default_policy_id, remember_policy
 from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
 
 # R-MARK-8: abnormal features a marker reports (the response is still marked).
@@ -40,22 +41,45 @@ CALIBRATION_HOOKS: list = []
 
 
 _TASK = MarkTask.__table__
-# Built once (every submit runs them): the user, the token's task and item, a used request id.
+_MARK = Mark.__table__
+# Built once (every submit runs them): the user, the token's task, its item and the item's
+# policy version (the decision needs it), and a used request id.
 _FOUND = (select(User.active, _TASK.c.id, _TASK.c.response_id,
                  select(Mark.task_id).where(Mark.marker_id == bindparam("user_id"),
                                             Mark.request_id == bindparam("request_id"))
                  .scalar_subquery().label("used_task"),
-                 Item)
+                 Item, ResolutionPolicy)
           .select_from(User)
           .outerjoin(_TASK, _TASK.c.lease_token == bindparam("token"))
           .outerjoin(Item, Item.id == _TASK.c.item_id)
+          .outerjoin(ResolutionPolicy, ResolutionPolicy.id == func.coalesce(Item.policy_id, default_policy_id()))
           .where(User.id == bindparam("user_id")))
 # The fence: only the holder's current lease turns into a done task.
 _FENCED_DONE = (update(_TASK)
                 .where(_TASK.c.id == bindparam("task"), _TASK.c.lease_token == bindparam("token"),
                        _TASK.c.status == "leased", _TASK.c.marker_id == bindparam("holder"))
                 .values(status="done").returning(_TASK.c.slot, _TASK.c.claimed_at))
-_MARK_INSERT = insert(Mark.__table__).returning(Mark.__table__.c.id)
+_MARK_INSERT = insert(_MARK).returning(_MARK.c.id)
+_MARK_COLUMNS = ("response_id", "task_id", "marker_id", "score_cp", "condition_code", "flags", "request_id",
+                 "submitted_at", "dwell_ms")
+
+
+def _fenced_mark_insert():
+    """PostgreSQL: the fence and the mark in one statement (the INSERT reads the fenced row).
+
+    ``WITH done AS (UPDATE mark_task … RETURNING slot, claimed_at) INSERT INTO mark
+    SELECT … FROM done RETURNING id, kind``: no row when the fence refuses.
+    """
+    done = _FENCED_DONE.cte("done")
+    # ``new_*`` names: a parameter named like a mark_task column would become a SET of the UPDATE.
+    values = [bindparam(f"new_{c}", type_=_MARK.c[c].type) for c in _MARK_COLUMNS]
+    started = func.coalesce(bindparam("new_started_at", type_=_MARK.c.started_at.type), done.c.claimed_at)
+    source = select(*values, done.c.slot, started)
+    return (insert(_MARK).from_select(list(_MARK_COLUMNS) + ["kind", "started_at"], source, include_defaults=False)
+            .returning(_MARK.c.id, _MARK.c.kind))
+
+
+_FENCED_MARK_INSERT = _fenced_mark_insert()
 
 
 class IdempotencyConflict(ValueError):
@@ -147,18 +171,33 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         if found.id is None:
             raise LeaseError("unknown or recycled lease token: the lease expired and the task went "
                              "back to the pool, or it was never yours")
-        response = lock_response(session, found.response_id)   # lock order: response, then task
-        done = conn.execute(_FENCED_DONE, {"task": found.id, "token": token, "holder": user_id}).first()
-        if done is None:
-            return refused(session, found.id)
-        slot, claimed_at = done
         item = found.Item
-        score_cp = validate_score(item, score, condition_code)
-        mark_id = conn.execute(_MARK_INSERT, {   # UNIQUE(marker_id, request_id), (response, marker)
-            "response_id": response.id, "task_id": found.id, "marker_id": user_id, "kind": slot,
-            "score_cp": score_cp, "condition_code": condition_code, "flags": json.dumps(flags),
-            "request_id": request_id, "started_at": started_at or claimed_at, "submitted_at": now,
-            "dwell_ms": dwell_ms}).scalar_one()
+        remember_policy(session, item, found.ResolutionPolicy)
+        response = lock_response(session, found.response_id)   # lock order: response, then task
+        try:
+            score_cp = validate_score(item, score, condition_code)
+        except ScoreError:
+            score_cp = None   # reported after the fence, as a stale lease is reported first
+        row = {"response_id": response.id, "task_id": found.id, "marker_id": user_id, "score_cp": score_cp,
+               "condition_code": condition_code, "flags": json.dumps(flags), "request_id": request_id,
+               "started_at": started_at, "submitted_at": now, "dwell_ms": dwell_ms}
+        if score_cp is not None and conn.dialect.name == "postgresql":
+            # UNIQUE(marker_id, request_id), (response, marker) back the insert
+            inserted = conn.execute(_FENCED_MARK_INSERT, {
+                **{f"new_{key}": value for key, value in row.items()},
+                "task": found.id, "token": token, "holder": user_id}).first()
+            if inserted is None:
+                return refused(session, found.id)
+            mark_id, slot = inserted
+        else:
+            done = conn.execute(_FENCED_DONE, {"task": found.id, "token": token, "holder": user_id}).first()
+            if done is None:
+                return refused(session, found.id)
+            slot, claimed_at = done
+            if score_cp is None:
+                score_cp = validate_score(item, score, condition_code)   # raises the ScoreError
+            mark_id = conn.execute(_MARK_INSERT, {**row, "score_cp": score_cp, "kind": slot,
+                                                  "started_at": started_at or claimed_at}).scalar_one()
         ledger.append(session, actor_id=user_id, action="mark.submitted", entity="response",
                       entity_id=response.id,
                       data={"mark_id": mark_id, "task_id": found.id, "slot": slot, "item_id": item.id,

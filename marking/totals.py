@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from . import events, ledger
@@ -43,11 +43,18 @@ def find_subject(session: Session, code: str, session_code: str | None = None) -
 
 # Built once: a final score recomputes its script's total on every second read.
 _OBJECTIVE_ITEM = select(Item.id).where(Item.subject_id == bindparam("subject_id"), Item.kind == "objective").limit(1)
-_SUBJECTIVE_ITEMS = (select(Item.id, Item.code).where(Item.subject_id == bindparam("subject_id"),
-                                                      Item.kind == "subjective").order_by(Item.ordinal))
-_SCRIPT_RESPONSES = (select(Response).where(Response.script_id == bindparam("script_id"))
-                     .execution_options(populate_existing=True))
-_LOCK_SCRIPT = (select(Script).where(Script.id == bindparam("script_id")).with_for_update()
+# The subject's subjective items, each with the script's response to it (if any): one read.
+_ITEM_FINALS = (select(Item.id, Item.code, Response.id.label("response_id"), Response.status,
+                       Response.final_num, Response.final_den)
+                .select_from(Item)
+                .outerjoin(Response, and_(Response.item_id == Item.id, Response.script_id == bindparam("script_id")))
+                .where(Item.subject_id == bindparam("subject_id"), Item.kind == "subjective")
+                .order_by(Item.ordinal, Response.id))
+# The script (locked), its subject, and whether the subject has objective items: one read.
+_LOCK_SCRIPT = (select(Script, Subject, exists().where(Item.subject_id == Script.subject_id,
+                                                       Item.kind == "objective").label("has_objective"))
+                .join(Subject, Subject.id == Script.subject_id)
+                .where(Script.id == bindparam("script_id")).with_for_update(of=Script)
                 .execution_options(populate_existing=True))
 
 
@@ -56,27 +63,30 @@ def has_objective_items(session: Session, subject_id: int) -> bool:
 
 
 def compute(session: Session, script: Script, subject: Subject, *,
-            override: dict[int, Fraction] | None = None) -> ScriptTotal:
-    """The script's total from what is recorded (``override``: response id → final, for what-ifs)."""
-    items = session.execute(_SUBJECTIVE_ITEMS, {"subject_id": subject.id}).all()
-    rows = {r.item_id: r for r in session.execute(_SCRIPT_RESPONSES, {"script_id": script.id}).scalars()}
+            override: dict[int, Fraction] | None = None, has_objective: bool | None = None) -> ScriptTotal:
+    """The script's total from what is recorded (``override``: response id → final, for what-ifs).
+
+    ``has_objective``: whether the subject has objective items, when the caller has read it.
+    """
+    session.flush()   # the finals this transaction set on Response objects are read below
+    rows: dict[int, Any] = {}
+    for row in session.connection().execute(_ITEM_FINALS, {"script_id": script.id, "subject_id": subject.id}):
+        rows[row.id] = row   # by item, in item order (a later response to the same item wins)
     missing: list[str] = []
     total = Fraction(0)
     if script.objective_cp is not None:
         total += from_cp(script.objective_cp)
-    elif has_objective_items(session, subject.id):
+    elif has_objective if has_objective is not None else has_objective_items(session, subject.id):
         missing.append("objective")
-    for item_id, code in items:
-        response = rows.get(item_id)
-        if response is None:
-            missing.append(code)
-            continue
-        if override and response.id in override:
-            total += override[response.id]
-        elif response.status == "resolved" and response.final_num is not None:
-            total += Fraction(response.final_num, response.final_den)
+    for row in rows.values():
+        if row.response_id is None:
+            missing.append(row.code)
+        elif override and row.response_id in override:
+            total += override[row.response_id]
+        elif row.status == "resolved" and row.final_num is not None:
+            total += Fraction(row.final_num, row.final_den)
         else:
-            missing.append(code)
+            missing.append(row.code)
     if missing:
         return ScriptTotal(False, None, None, tuple(missing))
     return ScriptTotal(True, total, round_total(total, subject.total_rounding, subject.total_places))
@@ -85,9 +95,8 @@ def compute(session: Session, script: Script, subject: Subject, *,
 def recompute_script(session: Session, script_id: int, *, now: dt.datetime, actor_id: int | None,
                      reason: str | None = None) -> ScriptTotal:
     """Recompute and store the total (script row locked: concurrent finals see each other)."""
-    script = session.execute(_LOCK_SCRIPT, {"script_id": script_id}).scalar_one()
-    subject = session.get(Subject, script.subject_id)
-    result = compute(session, script, subject)
+    script, subject, has_objective = session.execute(_LOCK_SCRIPT, {"script_id": script_id}).one()
+    result = compute(session, script, subject, has_objective=has_objective)
     if not result.complete:
         return result
     before = Fraction(script.total_num, script.total_den) if script.total_num is not None else None
