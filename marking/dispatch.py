@@ -25,10 +25,12 @@ Design (architecture.md §3, R-MARK-3, R-ROLE-1, R-ROLE-4, R-SEC-1):
   first) and through :func:`reap_expired_leases`. A reopened task's token is cleared,
   so the old holder's submit is refused.
 * A claim is a handful of statements whatever the item's size (issue 8's load target):
-  one for the user and item, one for duty, qualification, held lease and today's
-  count, the lease expiry sweep, one UPDATE … RETURNING that picks and leases the
-  task (all slot probes in one statement), the assignment, the
-  outbox event and one read for the view.
+  one facts statement (user, item, duty, qualification, held lease, today's count,
+  exclusions, whether a lease of the item has expired, and every registered
+  ``eligibility.FactCheck`` such as the R-MARK-9 scheme gate), the expiry sweep only
+  when that says a lease expired, one UPDATE … RETURNING that picks and leases the
+  task (all slot probes in one statement), the assignment, and one read for the view;
+  the outbox event is inserted at commit with the transaction's other events.
 * What the marker receives (:class:`TaskView`) has the item, its marking scheme and
   an image reference only: no candidate identity, no other marker's score (R-SEC-1),
   except where the policy says the reader sees earlier marks (arbitration).
@@ -369,7 +371,13 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
                     a.c.day == bindparam("day", type_=a.c.day.type), a.c.slot.in_(MARKING_SLOTS))
              .scalar_subquery())
     excluded = exists().where(Exclusion.user_id == user_id)
-    expired = exists().where(t.c.item_id == item_id, t.c.status == "leased", t.c.leased_until < now)
+    # The earliest expiry among the item's leases, compared with now: min() is answered from
+    # the end of ix_mark_task_lease_expiry in any plan. (An EXISTS over ``leased_until < now``
+    # became a sequential scan of the item's tasks in PostgreSQL's generic plan for the
+    # prepared statement, which guesses a third of the rows match.)
+    earliest_expiry = (select(func.min(t.c.leased_until)).where(t.c.item_id == item_id, t.c.status == "leased")
+                       .scalar_subquery())
+    expired = earliest_expiry < now
     # Roles are not needed to deal work (lazyload: no second query for them).
     return (select(User, Item, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
                    held.label("held"), dealt.label("dealt"), excluded.label("excluded"), expired.label("expired"),

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import LedgerEvent, LedgerHead
@@ -169,9 +169,7 @@ def write_pending(session: Session) -> None:
     if not pending:
         return
     conn = session.connection()
-    head_table, event_table = LedgerHead.__table__, LedgerEvent.__table__
-    head = conn.execute(select(head_table.c.seq, head_table.c.hash)
-                        .where(head_table.c.id == 1).with_for_update()).first()
+    head = conn.execute(_LOCK_HEAD).first()
     if head is None:
         raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
     seq, prev = head.seq, head.hash
@@ -185,9 +183,16 @@ def write_pending(session: Session) -> None:
                      "entity": event.entity, "entity_id": event.entity_id, "reason": event.reason,
                      "data": event.data, "prev_hash": prev, "hash": digest})
         prev = digest
-    conn.execute(insert(event_table), rows)
-    conn.execute(update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_INSERT_EVENTS, rows)
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     session.info["ledger_head"] = (seq, prev)
+
+
+# Built once: every score change runs them, with the head row locked (issue 8).
+_HEAD, _EVENTS = LedgerHead.__table__, LedgerEvent.__table__
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_EVENTS = insert(_EVENTS)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
 def discard_pending(session: Session) -> None:

@@ -209,16 +209,16 @@ def ensure_policy(session: Session, name: str, params: dict[str, Any] | None) ->
     """
     text_ = canonical(params or {})
     digest = hashlib.sha256(text_.encode("utf-8")).hexdigest()
-    existing = session.execute(
-        select(ResolutionPolicy).where(ResolutionPolicy.name == name,
-                                       ResolutionPolicy.content_hash == digest)
-        .order_by(ResolutionPolicy.version.desc()).limit(1)
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
-    latest = session.execute(
-        select(func.max(ResolutionPolicy.version)).where(ResolutionPolicy.name == name)
-    ).scalar()
+    # Both facts from one statement, hence one snapshot: read separately, a version with
+    # these params committed between the two reads was missed by the first and counted
+    # by the second, and a duplicate version max+1 was added (seen under load, issue 8).
+    existing_id, latest = session.execute(select(
+        select(ResolutionPolicy.id).where(ResolutionPolicy.name == name, ResolutionPolicy.content_hash == digest)
+        .order_by(ResolutionPolicy.version.desc()).limit(1).scalar_subquery(),
+        select(func.max(ResolutionPolicy.version)).where(ResolutionPolicy.name == name).scalar_subquery(),
+    )).one()
+    if existing_id is not None:
+        return session.get(ResolutionPolicy, existing_id)
     row = ResolutionPolicy(name=name, version=(latest or 0) + 1, params=text_, content_hash=digest)
     session.add(row)
     session.flush()
