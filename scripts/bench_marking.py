@@ -33,6 +33,8 @@ What it does (one run, one backend):
    Flask); ratio web/raw.
 6. Dispatch scaling: claim p50 (service layer, one thread) on an item with 10,000 vs
    1,000,000 responses (bulk INSERT … SELECT generate_series / recursive CTE), ratio.
+   On the 10,000 item also the service cost of a mark: the workbench call from one
+   thread, SQL statements per mark and Python CPU per mark.
 """
 from __future__ import annotations
 
@@ -786,6 +788,45 @@ def claim_p50(db: Database, world: World, claims: int) -> tuple[float, list[floa
     return statistics.median(times), times
 
 
+def service_cost(db: Database, world: World, marks: int) -> dict:
+    """One thread, the workbench call (submit + next claim, calibration hooks installed) for
+    ``marks`` marks: SQL statements per mark and this process's CPU per mark (no web, no
+    contention; the database's own CPU is not included)."""
+    import calibration
+    from sqlalchemy import event
+
+    from marking import dispatch, workbench
+
+    calibration.install()
+    held: dict[int, str] = {}
+
+    def run(n: int) -> None:
+        for k in range(n):
+            uid = world.markers[k % len(world.markers)]
+            token = held.pop(uid, None) or dispatch.claim_next(db, uid, world.item_id).token
+            step = workbench.submit_and_claim_next(db, uid, token, "5", request_id=uuid.uuid4().hex,
+                                                   item_id=world.item_id)
+            held[uid] = step.next.token
+
+    run(50)   # warm: statement caches, prepared statements, the default policy row
+    statements = [0]
+
+    def count(*_args):
+        statements[0] += 1
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        run(marks)
+        cpu1, t1 = time.process_time(), time.perf_counter()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+        calibration.uninstall()   # the scaling claims stay as they were measured before
+    return {"marks": marks, "statements_per_mark": round(statements[0] / marks, 2),
+            "python_cpu_ms_per_mark": round((cpu1 - cpu0) * 1000 / marks, 2),
+            "wall_ms_per_mark": round((t1 - t0) * 1000 / marks, 2)}
+
+
 def dispatch_scaling(database_url: str | None, workdir: Path, small: int, large: int, claims: int) -> dict:
     out = {}
     for label, n in (("small", small), ("large", large)):
@@ -801,6 +842,8 @@ def dispatch_scaling(database_url: str | None, workdir: Path, small: int, large:
             p50, times = claim_p50(db, world, claims)
             out[label] = {"responses": n, "claim_p50_ms": round(p50, 2),
                           "claim_p95_ms": round(pct(times, 95), 2), "fill_s": round(fill_s, 1)}
+            if label == "small":
+                out["service_cost"] = service_cost(db, world, min(600, n // 3))
         finally:
             db.dispose()
             drop()

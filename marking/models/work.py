@@ -68,8 +68,10 @@ class MarkTask(Base):
               sqlite_where=text(f"slot IN ({_live_slot_list}) AND status <> 'cancelled'"),
               postgresql_where=text(f"slot IN ({_live_slot_list}) AND status <> 'cancelled'")),
         Index("ix_mark_task_dispatch", "item_id", "status", "slot", "id"),
-        # Submit, renew and release find their task by the fencing token.
-        Index("uq_mark_task_lease_token", "lease_token", unique=True),
+        # Submit, renew and release find their task by the fencing token. Partial: only
+        # leased tasks hold one, and statistics over the NULLs misled SQLite (0007).
+        Index("uq_mark_task_lease_token", "lease_token", unique=True,
+              sqlite_where=text("lease_token IS NOT NULL"), postgresql_where=text("lease_token IS NOT NULL")),
         Index("ix_mark_task_response", "response_id"),
         # A claim returns the caller's held lease, reopens the item's expired leases and
         # counts the caller's seeds and self-checks: each an index range, whatever the

@@ -62,7 +62,18 @@ def work(db, plan, item_ids, *, seed: int, deadline: float, abandon_every: int =
             if all_resolved(db, item_ids):
                 return stats
             time.sleep(0.02)
-    raise AssertionError(f"not all responses resolved before the deadline: {stats}")
+    raise AssertionError(f"not all responses resolved before the deadline: {stats}; {_state(db, item_ids)}")
+
+
+def _state(db, item_ids) -> str:
+    """Where the work stands (for the failure message): responses by status, live tasks."""
+    from marking.models import MarkTask
+    with db.read() as s:
+        responses = s.execute(select(Response.status, func.count()).where(Response.item_id.in_(item_ids))
+                              .group_by(Response.status)).all()
+        tasks = s.execute(select(MarkTask.slot, MarkTask.status, MarkTask.marker_id, MarkTask.leased_until)
+                          .where(MarkTask.item_id.in_(item_ids), MarkTask.status.in_(("open", "leased")))).all()
+    return f"responses {dict(responses)}; open/leased tasks {[tuple(t) for t in tasks]}"
 
 
 def process_main(url, plan, item_ids, seed, seconds):

@@ -237,7 +237,7 @@ def test_a_responses_two_reads_are_dealt_together(db, world):
 
 
 def test_a_claim_is_a_fixed_handful_of_statements(db, world):
-    """Issue 8: a claim's round trips are fixed — the same number for two markers in a row, at most ten."""
+    """Issue 8: a claim's round trips are fixed — the same number for two markers in a row, at most six."""
     from sqlalchemy import event
     seen: list[str] = []
     listener = lambda *a: seen.append(a[2])  # noqa: E731
@@ -250,7 +250,7 @@ def test_a_claim_is_a_fixed_handful_of_statements(db, world):
     finally:
         event.remove(db.engine, "before_cursor_execute", listener)
     # BEGIN/COMMIT are not cursor executes; a handful of statements, the same each time.
-    assert first == len(seen) - first <= 10
+    assert first == len(seen) - first <= 6
 
 
 def test_submit_and_next_in_one_transaction_keeps_the_mark_when_no_next_is_allowed(db, world):
