@@ -42,7 +42,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from . import events
@@ -484,14 +484,30 @@ def renew_lease(db, user_id: int, token: str, *, now: dt.datetime | None = None,
     return db.run(fn)
 
 
+# Slots a released task may be dealt to the same person again: the team leader's and
+# reviewers' work, done by a few people (often one per item), where a release that
+# barred the releaser could leave the task with nobody allowed to take it.
+REDEALT_AFTER_RELEASE = ("arbitration", "extra", "review")
+
+
 def release_task(db, user_id: int, token: str, *, now: dt.datetime | None = None) -> None:
-    """Hand a task back unmarked. The assignment stays: the response is not dealt to them again."""
+    """Hand a task back unmarked.
+
+    For a marker's read (first, second, third) the assignment stays: the response is not
+    dealt to them again (no choosing which scripts to mark). For arbitration, extra and
+    review tasks the releaser's assignment of this task is removed, so the task can come
+    back to them: otherwise a single team leader who handed back an arbitration would
+    leave it with nobody who may take it (R-MARK-3).
+    """
 
     def fn(session: Session) -> None:
         active_user(session, user_id)
         task = _held_task(session, user_id, token)
         task.status, task.marker_id, task.lease_token = "open", None, None
         task.leased_until = task.claimed_at = None
+        if task.slot in REDEALT_AFTER_RELEASE:
+            a = MarkAssignment.__table__
+            session.execute(delete(a).where(a.c.task_id == task.id, a.c.marker_id == user_id))
         events.publish(session, events.item_topic(task.item_id), "task.released", {"item_id": task.item_id})
 
     db.run(fn)

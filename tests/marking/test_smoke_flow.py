@@ -97,3 +97,30 @@ def test_marker_revises_own_mark_until_it_is_used(db):
     with pytest.raises(NotAllowed, match="already been used"):
         submission.revise_mark(db, m1, first.mark_id, "6", request_id="rev-2")
     assert ledger.verify(db, None).ok
+
+
+def test_a_released_arbitration_comes_back_to_the_only_leader(db):
+    """R-MARK-3: a team leader who hands an arbitration back can be dealt it again (a marker
+    who hands back a read is not: that response stays out of their queue)."""
+    ids = staffed_subject(db, markers=3, leaders=1)
+    simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=2)
+    item = ids["items"][0]
+    m1, m2, m3 = ids["markers"]
+    leader = ids["leaders"][0]
+    _mark(db, m1, item, "1")
+    _mark(db, m2, item, "5")
+    _mark(db, m3, item, "9")
+    view = dispatch.claim_next(db, leader, item, queue="arbitration", now=NOW)
+    dispatch.release_task(db, leader, view.token, now=NOW)
+    again = dispatch.claim_next(db, leader, item, queue="arbitration", now=NOW)
+    assert again is not None and again.token != view.token
+    submission.submit_mark(db, leader, again.token, "4", request_id="arb-again", now=NOW)
+    with db.read() as s:
+        assert s.execute(select(Response.status)).scalar_one() == "resolved"
+    # A marker's released read is not dealt to them again: the new response's other read
+    # is open, but m1 has seen the response, so m1 gets nothing; m2 gets it.
+    simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=3)
+    read = dispatch.claim_next(db, m1, item, now=NOW)
+    dispatch.release_task(db, m1, read.token, now=NOW)
+    assert dispatch.claim_next(db, m1, item, now=NOW) is None
+    assert dispatch.claim_next(db, m2, item, now=NOW) is not None
