@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from . import backup, events, ledger, totals
 from .access import NotAllowed, active_user, require_role
 from .batches import BatchError, TwoPersonError, find_subject
-from .models import (AnswerKey, AnswerKeySignoff, Card, Item, LedgerEvent, ObjectiveAnswer, Script, Subject)
+from .models import (AnswerKey, AnswerKeySignoff, Card, Item, ObjectiveAnswer, Script, Subject)
 from .omr_compare import canonical
 from .scores import ScoreError, format_points, from_cp, parse_points, to_cp
 
@@ -238,9 +238,8 @@ def verify_key(session: Session, key: AnswerKey) -> None:
     if key.locked_hash != _locked_hash(key, _signoffs(session, key.id)):
         raise KeyIntegrityError(f"answer key {key.id} (v{key.version}): locked hash mismatch — the key or its "
                                 "sign-offs were altered after locking (R-OMR-2); scoring refused")
-    events_ = session.execute(select(LedgerEvent.data).where(LedgerEvent.action == "answer_key.locked",
-                                                             LedgerEvent.entity == "answer_key",
-                                                             LedgerEvent.entity_id == str(key.id))).scalars().all()
+    # Chained or still waiting for the chainer (deferred chaining): both are the record.
+    events_ = ledger.recorded_data(session, action="answer_key.locked", entity="answer_key", entity_id=str(key.id))
     recorded = [json.loads(d) for d in events_]
     if not any(r.get("locked_hash") == key.locked_hash and r.get("content_hash") == key.content_hash for r in recorded):
         raise KeyIntegrityError(f"answer key {key.id} (v{key.version}): its hashes differ from the ledger's record "

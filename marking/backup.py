@@ -65,6 +65,7 @@ def create_backup(db, settings, *, label: str = "scheduled") -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     target = Path(settings.backup_dir) / f"{stamp}-{label}"
     target.mkdir(parents=True, exist_ok=False)
+    ledger.chain_pending(db)   # deferred chaining: the manifest's head covers every committed change
     with db.read() as session:
         head_seq, head_hash = ledger.head(session)
     manifest = {

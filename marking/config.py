@@ -71,6 +71,8 @@ class Settings:
     backup_on_key_change: bool = False
     trusted_proxies: int = 0
     outbox_keep_hours: int = 48
+    ledger_chaining: str = "inline"
+    ledger_chain_interval_ms: int = 500
 
     @property
     def is_sqlite(self) -> bool:
@@ -111,6 +113,11 @@ def load_settings(data_dir: str | os.PathLike | None = None, env: dict[str, str]
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
 
     backup_copy = env.get("MC_BACKUP_COPY_DIR")
+    # auto: deferred on PostgreSQL (no global lock in every score change), inline on SQLite
+    # (writers are serialised anyway, and the chain then never trails the commits).
+    chaining = _choice(env, "MC_LEDGER_CHAINING", "auto", ("auto", "inline", "deferred"))
+    if chaining == "auto":
+        chaining = "deferred" if database_url.startswith("postgresql") else "inline"
     return Settings(
         environment=environment,
         data_dir=base,
@@ -133,4 +140,6 @@ def load_settings(data_dir: str | os.PathLike | None = None, env: dict[str, str]
         backup_on_key_change=_bool(env, "MC_BACKUP_ON_KEY_CHANGE", False),
         trusted_proxies=_int(env, "MC_TRUSTED_PROXIES", 0, minimum=0),
         outbox_keep_hours=_int(env, "MC_OUTBOX_KEEP_HOURS", 48, minimum=1),
+        ledger_chaining=chaining,
+        ledger_chain_interval_ms=_int(env, "MC_LEDGER_CHAIN_INTERVAL_MS", 500, minimum=10),
     )

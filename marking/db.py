@@ -128,14 +128,20 @@ def is_read_session(session: Session) -> bool:
 
 
 class Database:
-    def __init__(self, url: str, **engine_kwargs):
+    def __init__(self, url: str, *, ledger_chaining: str = "inline", **engine_kwargs):
+        """``ledger_chaining``: ``inline`` or ``deferred`` (``marking.ledger``; MC_LEDGER_CHAINING)."""
+        from .ledger import CHAINING_MODES, DEFERRED_KEY
+        if ledger_chaining not in CHAINING_MODES:
+            raise ValueError(f"ledger_chaining must be one of {', '.join(CHAINING_MODES)}, got {ledger_chaining!r}")
         self.url = url
+        self.ledger_chaining = ledger_chaining
         self.engine = make_engine(url, **engine_kwargs)
         self._writer = self.engine.execution_options(mc_write=True)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT", mc_read=True)
-        self._write_sessions = sessionmaker(bind=self._writer, expire_on_commit=False)
+        info = {DEFERRED_KEY: True} if ledger_chaining == "deferred" else {}
+        self._write_sessions = sessionmaker(bind=self._writer, expire_on_commit=False, info=info)
         self._read_sessions = sessionmaker(bind=self.engine.execution_options(mc_read=True),
-                                           expire_on_commit=False)
+                                           expire_on_commit=False, info=info)
 
     @property
     def dialect(self) -> str:

@@ -5,12 +5,22 @@ R-QC-5 (approvals kept), R-SEC-2 (no application role can alter the audit log).
 
 * Each event's hash is SHA-256 over canonical JSON of the event *including the
   previous hash*, computed in Python so SQLite and PostgreSQL produce the same chain.
-* ``seq`` and the previous hash come from the single ``ledger_head`` row, locked in
-  the same transaction as the change the event records; an event exists if and only
-  if its change committed. :func:`append` checks and queues the event; the queue is
-  written, in order, just before the transaction commits (``before_commit``), so the
-  head row — which serialises every score change of the centre — is locked for three
-  statements and the commit, not for the whole decision that produced the events.
+* ``seq`` and the previous hash come from the single ``ledger_head`` row. :func:`append`
+  checks and queues an event; the queue is written just before the transaction commits
+  (``before_commit``), in one of two ways (``MC_LEDGER_CHAINING``):
+
+  - **inline**: chained there and then, under the locked head row, so an event exists in
+    the chain if and only if its change committed. The head row serialises every score
+    change of the centre from the chain's first statement to the commit — nothing on
+    SQLite, where writers are serialised anyway, but the busiest lock on PostgreSQL.
+  - **deferred**: inserted into ``ledger_entry`` with the change (no head lock), and
+    appended to the chain in batches by :func:`chain_pending` — the chainer thread of
+    every web server, and every reader that needs the whole chain (verification,
+    checkpoints, backups) first. An entry exists if and only if its change committed;
+    triggers keep it from being altered, or removed before an identical event is
+    chained. Chain order is the order the chainer found the entries in (by id), which
+    keeps the order of changes that touched the same rows: the later one could not
+    insert its entries before the earlier one committed.
 * Triggers (see marking.migrations) reject UPDATE and DELETE (and TRUNCATE on
   PostgreSQL). Whoever owns the file or the table can still drop them, so:
 * signed checkpoints (HMAC-SHA256 with a key kept outside the database) of the chain
@@ -32,10 +42,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import LedgerEvent, LedgerHead
+from .models import LedgerEntry, LedgerEvent, LedgerHead
 
 GENESIS_HASH = "0" * 64
 
@@ -158,8 +168,14 @@ def append(
     return event
 
 
+CHAINING_MODES = ("inline", "deferred")
+# Set in a session's ``info`` (by ``Database``'s session factories) when the database
+# chains deferred; a session without it chains inline.
+DEFERRED_KEY = "mc_ledger_deferred"
+
+
 def write_pending(session: Session) -> None:
-    """Chain and insert the queued events (in order) under the locked head row.
+    """Write the queued events (in order): chained now, or as entries for the chainer.
 
     Runs in ``before_commit`` of every session; callers that must read their own
     events back inside the transaction may call it earlier (later events still chain
@@ -168,31 +184,109 @@ def write_pending(session: Session) -> None:
     pending: list[PendingEvent] = session.info.pop(PENDING_KEY, None) or []
     if not pending:
         return
+    if session.info.get(DEFERRED_KEY):
+        session.connection().execute(_INSERT_ENTRIES, [_entry_row(event) for event in pending])
+        return
     conn = session.connection()
-    head = conn.execute(_LOCK_HEAD).first()
-    if head is None:
+    head_row = conn.execute(_LOCK_HEAD).first()
+    if head_row is None:
         raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
-    seq, prev = head.seq, head.hash
+    session.info["ledger_head"] = _chain(conn, head_row, pending, entry_ids=None)
+
+
+def _entry_row(event: PendingEvent) -> dict[str, Any]:
+    return {"at": event.at, "actor_id": event.actor_id, "action": event.action, "entity": event.entity,
+            "entity_id": event.entity_id, "reason": event.reason, "data": event.data}
+
+
+def _chain(conn, head_row, events: list, entry_ids: list[int] | None) -> tuple[int, str]:
+    """Append ``events`` after the locked head; returns the new head (seq, hash)."""
+    seq, prev = head_row.seq, head_row.hash
     rows = []
-    for event in pending:
+    for n, event in enumerate(events):
         seq += 1
         digest = compute_hash(prev_hash=prev, seq=seq, at=event.at, actor_id=event.actor_id,
                               action=event.action, entity=event.entity, entity_id=event.entity_id,
                               reason=event.reason, data=event.data)
         rows.append({"seq": seq, "at": event.at, "actor_id": event.actor_id, "action": event.action,
                      "entity": event.entity, "entity_id": event.entity_id, "reason": event.reason,
-                     "data": event.data, "prev_hash": prev, "hash": digest})
+                     "data": event.data, "prev_hash": prev, "hash": digest,
+                     "entry_id": entry_ids[n] if entry_ids is not None else None})
         prev = digest
     conn.execute(_INSERT_EVENTS, rows)
     conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
-    session.info["ledger_head"] = (seq, prev)
+    return seq, prev
 
 
 # Built once: every score change runs them, with the head row locked (issue 8).
-_HEAD, _EVENTS = LedgerHead.__table__, LedgerEvent.__table__
+_HEAD, _EVENTS, _ENTRIES = LedgerHead.__table__, LedgerEvent.__table__, LedgerEntry.__table__
 _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_TRY_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update(skip_locked=True)
+_HEAD_EXISTS = select(_HEAD.c.id).where(_HEAD.c.id == 1)
 _INSERT_EVENTS = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+# RETURNING makes SQLAlchemy send the rows as one multi-row INSERT (insertmanyvalues).
+_INSERT_ENTRIES = insert(_ENTRIES).returning(_ENTRIES.c.id)
+_OLDEST_ENTRIES = (select(_ENTRIES.c.id, _ENTRIES.c.at, _ENTRIES.c.actor_id, _ENTRIES.c.action,
+                          _ENTRIES.c.entity, _ENTRIES.c.entity_id, _ENTRIES.c.reason, _ENTRIES.c.data)
+                   .order_by(_ENTRIES.c.id).limit(bindparam("batch")))
+# The entries chained by this run: events above the old head that carry an entry id.
+_DROP_CHAINED = delete(_ENTRIES).where(_ENTRIES.c.id.in_(
+    select(_EVENTS.c.entry_id).where(_EVENTS.c.seq > bindparam("old_seq"), _EVENTS.c.entry_id.is_not(None))))
+
+CHAIN_BATCH = 2000
+
+
+def chain_pending(db, *, wait: bool = True, batch: int = CHAIN_BATCH) -> int:
+    """Append every committed ledger entry to the chain; returns how many were chained.
+
+    Each batch is one transaction (:func:`chain_batch`). With ``wait`` false a run that
+    finds the head locked (another chainer, or an inline append) stops and returns what
+    it chained so far — the chainer threads of several processes never queue behind
+    each other. Idempotent and safe to run anywhere, any time.
+    """
+    chained = 0
+    while True:
+        with db.write() as session:
+            count = chain_batch(session, wait=wait, batch=batch)
+        if count is None:
+            return chained
+        chained += count
+        if count < batch:
+            return chained
+
+
+def chain_batch(session: Session, *, wait: bool = True, batch: int = CHAIN_BATCH) -> int | None:
+    """In the caller's transaction: lock the head, read the oldest entries, insert their
+    events (hashes computed here), delete the entries, move the head. Returns how many
+    were chained, or None when ``wait`` is false and the head is locked."""
+    conn = session.connection()
+    head_row = conn.execute(_LOCK_HEAD if wait else _TRY_LOCK_HEAD).first()
+    if head_row is None:
+        if not wait and conn.execute(_HEAD_EXISTS).first() is not None:
+            return None   # another chainer (or an inline append) holds it
+        raise LedgerError("ledger head row missing: run `marking-centre db upgrade`")
+    entries = conn.execute(_OLDEST_ENTRIES, {"batch": batch}).all()
+    if not entries:
+        return 0
+    new_head = _chain(conn, head_row, entries, entry_ids=[entry.id for entry in entries])
+    conn.execute(_DROP_CHAINED, {"old_seq": head_row.seq})
+    session.info["ledger_head"] = new_head   # for the auto-checkpoint listener
+    return len(entries)
+
+
+def unchained_count(db) -> int:
+    with db.read() as session:
+        return int(session.execute(select(func.count()).select_from(_ENTRIES)).scalar() or 0)
+
+
+def recorded_data(session: Session, *, action: str, entity: str, entity_id: str) -> list[str]:
+    """The data of every recorded event with this action and entity, chained or not yet."""
+    chained = select(_EVENTS.c.data).where(_EVENTS.c.action == action, _EVENTS.c.entity == entity,
+                                           _EVENTS.c.entity_id == entity_id)
+    waiting = select(_ENTRIES.c.data).where(_ENTRIES.c.action == action, _ENTRIES.c.entity == entity,
+                                            _ENTRIES.c.entity_id == entity_id)
+    return list(session.execute(chained.union_all(waiting)).scalars())
 
 
 def discard_pending(session: Session) -> None:
@@ -298,6 +392,7 @@ def head(session: Session) -> tuple[int, str]:
 
 
 def checkpoint_now(db, store: CheckpointStore) -> Checkpoint:
+    chain_pending(db)   # deferred chaining: sign the head with everything committed so far
     with db.read() as session:
         seq, digest = head(session)
     return store.write(seq, digest)
@@ -332,6 +427,9 @@ class VerifyResult:
     checkpoints: int
     first_bad_seq: int | None = None
     message: str = "intact"
+    # Entries committed after this verification chained the pending ones (deferred
+    # chaining): they are protected by triggers and chained by the next run.
+    unchained: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -351,8 +449,16 @@ def _iter_events(session: Session, batch: int = 2000) -> Iterable[LedgerEvent]:
 
 
 def verify(db, store: CheckpointStore | None) -> VerifyResult:
-    """Recompute the chain; check head and checkpoints. Names the first bad sequence number."""
+    """Recompute the chain; check head and checkpoints. Names the first bad sequence number.
+
+    Pending entries are chained first; the chain and the head are then read in one
+    snapshot, so a chainer or an inline append running meanwhile cannot look like a gap.
+    """
+    chain_pending(db)
     with db.read() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        unchained = int(session.execute(select(func.count()).select_from(_ENTRIES)).scalar() or 0)
         expected_seq = 1
         running = GENESIS_HASH
         hashes: dict[int, str] = {}
@@ -395,4 +501,4 @@ def verify(db, store: CheckpointStore | None) -> VerifyResult:
             return VerifyResult(False, count, last_seq, len(checkpoints), cp.seq,
                                 f"event {cp.seq} differs from the signed checkpoint: "
                                 f"the chain was rewritten at or before {cp.seq}")
-    return VerifyResult(True, count, last_seq, len(checkpoints))
+    return VerifyResult(True, count, last_seq, len(checkpoints), unchained=unchained)

@@ -44,3 +44,61 @@ def install_statements(dialect: str) -> list[str]:
 
 def drop_statements(dialect: str) -> list[str]:
     return POSTGRESQL_DROP if dialect == "postgresql" else SQLITE_DROP
+
+
+# ----------------------------------------------------------------- ledger_entry (0008)
+# Deferred chaining keeps committed, not yet chained events in ledger_entry. The chainer
+# removes an entry once it is chained, so DELETE cannot simply be refused: it is refused
+# unless ledger_event already holds an identical event carrying the entry's id. An entry
+# can therefore be neither altered nor dropped before its content is in the chain.
+_ENTRY_SAME_AS_CHAINED_PG = """EXISTS (SELECT 1 FROM ledger_event e
+             WHERE e.entry_id = OLD.id AND e.at = OLD.at
+               AND e.actor_id IS NOT DISTINCT FROM OLD.actor_id AND e.action = OLD.action
+               AND e.entity = OLD.entity AND e.entity_id = OLD.entity_id
+               AND e.reason IS NOT DISTINCT FROM OLD.reason AND e.data = OLD.data)"""
+_ENTRY_SAME_AS_CHAINED_SQLITE = """EXISTS (SELECT 1 FROM ledger_event e
+             WHERE e.entry_id = OLD.id AND e.at = OLD.at AND e.actor_id IS OLD.actor_id
+               AND e.action = OLD.action AND e.entity = OLD.entity AND e.entity_id = OLD.entity_id
+               AND e.reason IS OLD.reason AND e.data = OLD.data)"""
+
+ENTRY_SQLITE_STATEMENTS = [
+    """CREATE TRIGGER ledger_entry_no_update BEFORE UPDATE ON ledger_entry
+       BEGIN SELECT RAISE(ABORT, 'ledger_entry is append-only: UPDATE refused'); END""",
+    f"""CREATE TRIGGER ledger_entry_delete_when_chained BEFORE DELETE ON ledger_entry
+       WHEN NOT {_ENTRY_SAME_AS_CHAINED_SQLITE}
+       BEGIN SELECT RAISE(ABORT, 'ledger_entry: DELETE refused, the entry is not chained yet'); END""",
+]
+
+ENTRY_POSTGRESQL_STATEMENTS = [
+    f"""CREATE OR REPLACE FUNCTION ledger_entry_guard() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         IF TG_OP = 'DELETE' THEN   -- nested: OLD does not exist in the TRUNCATE trigger
+           IF {_ENTRY_SAME_AS_CHAINED_PG} THEN
+             RETURN OLD;
+           END IF;
+         END IF;
+         RAISE EXCEPTION 'ledger_entry: % refused (an entry is removed only once chained)', TG_OP
+           USING ERRCODE = 'insufficient_privilege';
+       END $$""",
+    """CREATE TRIGGER ledger_entry_guard BEFORE UPDATE OR DELETE ON ledger_entry
+       FOR EACH ROW EXECUTE FUNCTION ledger_entry_guard()""",
+    """CREATE TRIGGER ledger_entry_no_truncate BEFORE TRUNCATE ON ledger_entry
+       FOR EACH STATEMENT EXECUTE FUNCTION ledger_entry_guard()""",
+]
+
+ENTRY_SQLITE_DROP = ["DROP TRIGGER IF EXISTS ledger_entry_no_update",
+                     "DROP TRIGGER IF EXISTS ledger_entry_delete_when_chained"]
+ENTRY_POSTGRESQL_DROP = [
+    "DROP TRIGGER IF EXISTS ledger_entry_guard ON ledger_entry",
+    "DROP TRIGGER IF EXISTS ledger_entry_no_truncate ON ledger_entry",
+    "DROP FUNCTION IF EXISTS ledger_entry_guard()",
+]
+
+
+def entry_install_statements(dialect: str) -> list[str]:
+    return ENTRY_POSTGRESQL_STATEMENTS if dialect == "postgresql" else ENTRY_SQLITE_STATEMENTS
+
+
+def entry_drop_statements(dialect: str) -> list[str]:
+    return ENTRY_POSTGRESQL_DROP if dialect == "postgresql" else ENTRY_SQLITE_DROP

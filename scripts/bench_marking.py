@@ -743,25 +743,37 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
 
 
 def _raw_process(url: str, item_id: int, marker_ids: list[int], threads: int, duration: float,
-                 start_at: float, protocol: str, out) -> None:
-    db = Database(url)
+                 start_at: float, protocol: str, chaining: str, out) -> None:
+    db = Database(url, ledger_chaining=chaining)
+    chainer = _chainer_for(db)   # as each web server runs one
     try:
         r = raw_load(db, item_id, marker_ids, threads=threads, duration=duration, start_at=start_at,
                      protocol=protocol)
         out.put((r.marks, r.seconds, r.claim_ms, r.submit_ms, r.errors))
     finally:
+        if chainer is not None:
+            chainer.stop()
         db.dispose()
 
 
+def _chainer_for(db: Database):
+    """The ledger chainer a server runs with deferred chaining (``marking.chainer``), at
+    the default interval; None with inline chaining."""
+    if db.ledger_chaining != "deferred":
+        return None
+    from marking.chainer import LedgerChainer
+    return LedgerChainer(db, interval_s=0.5).start()
+
+
 def raw_load_processes(url: str, item_id: int, marker_ids: list[int], *, processes: int, threads: int,
-                       duration: float, protocol: str = "workbench") -> LoadResult:
+                       duration: float, protocol: str = "workbench", chaining: str = "inline") -> LoadResult:
     """The raw ceiling with as many OS processes as the web has servers (same GIL budget)."""
     import multiprocessing
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 5.0   # time for the children to import and connect
     procs = [ctx.Process(target=_raw_process, args=(url, item_id, marker_ids[i::processes], threads, duration,
-                                                    start_at, protocol, out)) for i in range(processes)]
+                                                    start_at, protocol, chaining, out)) for i in range(processes)]
     for proc in procs:
         proc.start()
     parts = [out.get(timeout=duration + 120) for _ in procs]
@@ -816,8 +828,11 @@ def service_cost(db: Database, world: World, marks: int) -> dict:
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
+        chainer = _chainer_for(db)   # deferred chaining: the chainer's statements and CPU count too
         cpu0, t0 = time.process_time(), time.perf_counter()
         run(marks)
+        if chainer is not None:
+            chainer.stop()           # chains what is left
         cpu1, t1 = time.process_time(), time.perf_counter()
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -827,12 +842,13 @@ def service_cost(db: Database, world: World, marks: int) -> dict:
             "wall_ms_per_mark": round((t1 - t0) * 1000 / marks, 2)}
 
 
-def dispatch_scaling(database_url: str | None, workdir: Path, small: int, large: int, claims: int) -> dict:
+def dispatch_scaling(database_url: str | None, workdir: Path, small: int, large: int, claims: int,
+                     chaining: str = "inline") -> dict:
     out = {}
     for label, n in (("small", small), ("large", large)):
         url, drop = fresh_database(database_url, workdir / f"scale-{label}")
         (workdir / f"scale-{label}").mkdir(exist_ok=True)
-        db = Database(url)
+        db = Database(url, ledger_chaining=chaining)
         try:
             migrate.upgrade(db)
             t0 = time.perf_counter()
@@ -879,6 +895,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-claims", type=int, default=300)
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke run: 50 markers, 5 s, 2,000 vs 20,000")
+    ap.add_argument("--ledger-chaining", choices=("auto", "inline", "deferred"), default="auto",
+                    help="MC_LEDGER_CHAINING for the servers and the service-layer phases "
+                         "(auto, as the server's default: deferred on PostgreSQL, inline on SQLite)")
     ap.add_argument("--json", help="write the results as JSON here")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the finally blocks: stop the server
@@ -886,12 +905,15 @@ def main(argv=None) -> int:
         args.markers, args.duration, args.responses = 50, 5.0, 5000
         args.scale_small, args.scale_large, args.scale_claims = 2000, 20000, 100
     backend = "postgresql" if args.database_url and args.database_url.startswith("postgres") else "sqlite"
+    chaining = args.ledger_chaining if args.ledger_chaining != "auto" else (
+        "deferred" if backend == "postgresql" else "inline")
     results: dict = {"backend": backend, "markers": args.markers, "servers": args.servers, "threads": args.threads,
                      "clients": args.clients, "protocol": args.protocol, "duration_s": args.duration,
-                     "cpus": os.cpu_count(), "python": platform.python_version()}
+                     "cpus": os.cpu_count(), "python": platform.python_version(), "ledger_chaining": chaining}
     workdir = Path(tempfile.mkdtemp(prefix="mc-bench-"))
     print(f"# marking load benchmark: {backend}, {args.markers} markers, {args.servers} × gunicorn -w 1 --threads "
-          f"{args.threads}, {args.clients} client threads, {args.protocol} protocol, {args.duration:.0f} s per phase",
+          f"{args.threads}, {args.clients} client threads, {args.protocol} protocol, {args.duration:.0f} s per phase, "
+          f"{chaining} ledger chaining",
           flush=True)
     url, drop = fresh_database(args.database_url, workdir)
     db = Database(url)
@@ -902,7 +924,7 @@ def main(argv=None) -> int:
         world = populate(db, markers=args.markers, responses=args.responses)
         print(f"setup: {args.markers} markers, {args.responses} responses in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        env = {"MC_REDIS_URL": args.redis_url} if args.servers > 1 else {}
+        env = {"MC_LEDGER_CHAINING": chaining, **({"MC_REDIS_URL": args.redis_url} if args.servers > 1 else {})}
         for n in range(args.servers):
             servers.append(ServerProcess(url, workdir / f"data-{n}", threads=args.threads, env=env).start())
         ports = [server.port for server in servers]
@@ -924,7 +946,7 @@ def main(argv=None) -> int:
             server.stop()
         servers = []
         raw = raw_load_processes(url, world.item_id, world.markers, processes=args.servers, threads=args.threads,
-                                 duration=args.duration, protocol=args.protocol)
+                                 duration=args.duration, protocol=args.protocol, chaining=chaining)
         results["raw"] = raw.summary()
         print("raw:", json.dumps(results["raw"]), flush=True)
         results["web_over_raw"] = round(web.rate / raw.rate, 3) if raw.rate else None
@@ -936,7 +958,7 @@ def main(argv=None) -> int:
         drop()
     if not args.skip_scale:
         results["scaling"] = dispatch_scaling(args.database_url, workdir, args.scale_small, args.scale_large,
-                                              args.scale_claims)
+                                              args.scale_claims, chaining)
         print("dispatch scaling:", json.dumps(results["scaling"]), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

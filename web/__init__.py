@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
         from werkzeug.middleware.proxy_fix import ProxyFix
         hops = app.config["MC_TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.extensions["mc_db"] = db or Database(settings.database_url)
+    app.extensions["mc_db"] = db or Database(settings.database_url, ledger_chaining=settings.ledger_chaining)
     if settings.backup_on_key_change:   # R-DATA-2: backups around key locks and score-change decisions
         from marking import backup
         backup.install_change_backups(app.extensions["mc_db"], settings)

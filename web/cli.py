@@ -27,7 +27,7 @@ class Context:
     @cached_property
     def db(self) -> Database:
         calibration.install()  # seeds, self-checks, qualification and scheme gates (issue 7)
-        database = Database(self.settings.database_url)
+        database = Database(self.settings.database_url, ledger_chaining=self.settings.ledger_chaining)
         key_file = self.settings.ledger_key_file
         if key_file.exists():
             store = ledger.CheckpointStore(self.settings.checkpoint_dir, ledger.load_key(key_file))

@@ -31,7 +31,9 @@ def readyz():
     if current != head:
         return jsonify(status="unavailable", reason=f"schema at {current}, expected {head}"), 503
     live = current_app.extensions.get("mc_live")
-    return jsonify(status="ready", schema=current, outbox_drain=bool(live and live.drainer_running()))
+    chainer = current_app.extensions.get("mc_chainer")
+    return jsonify(status="ready", schema=current, outbox_drain=bool(live and live.drainer_running()),
+                   ledger_chaining=db.ledger_chaining, ledger_chainer=bool(chainer and chainer.running()))
 
 
 def init_app(app: Flask) -> None:

@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
 from marking.centre_time import utcnow
-from marking.models import Mark, MarkTask, OmrRead, OutboxEvent
+from marking.models import LedgerEntry, Mark, MarkTask, OmrRead, OutboxEvent
 
 from .permissions import public
 
@@ -96,6 +96,8 @@ def collect(db, *, now: dt.datetime | None = None) -> str:
         lease_expiry_events = s.execute(select(func.count()).select_from(OutboxEvent)
                                         .where(OutboxEvent.name == "lease.expired")).scalar_one()
         outbox_head = s.execute(select(func.max(OutboxEvent.id))).scalar() or 0
+        unchained = s.execute(select(func.count()).select_from(LedgerEntry)).scalar_one()
+        oldest_unchained = s.execute(select(func.min(LedgerEntry.at))).scalar()
 
     out.family("mc_mark_tasks", "gauge", "Marking tasks waiting (open) or held (leased), per item.",
                [({"item_id": item, "status": status}, n) for item, status, n in sorted(per_item)])
@@ -119,6 +121,14 @@ def collect(db, *, now: dt.datetime | None = None) -> str:
                f"Cards with a completed OMR read per second over the last {WINDOW_SECONDS} s.",
                [({}, round(cards_recent / WINDOW_SECONDS, 4))])
     out.family("mc_outbox_head_id", "gauge", "Newest live-event (outbox) id.", [({}, outbox_head)])
+    out.family("mc_ledger_unchained_entries", "gauge",
+               "Ledger events committed but not yet chained (deferred chaining; stays near zero).",
+               [({}, unchained)])
+    lag = (now - dt.datetime.strptime(oldest_unchained, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+           ).total_seconds() if oldest_unchained else 0.0
+    out.family("mc_ledger_chain_lag_seconds", "gauge",
+               "Age of the oldest unchained ledger event (a growing value: no chainer is running).",
+               [({}, round(max(0.0, lag), 3))])
     with _http_lock:
         http = dict(_http)
     out.family("mc_http_requests_total", "counter", "HTTP responses served by this process, by status class.",

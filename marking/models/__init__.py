@@ -6,7 +6,7 @@ from .scanning import (AnswerKey, AnswerKeySignoff, Candidate, Card, ObjectiveAn
                        PageImage, Registration, ScanBatch, Script, SpotCheck)
 from .work import (LIVE_SLOTS, SLOTS, Mark, MarkTask, ProcessScore, RegisterEntry, Resolution,
                    Response, ReviewRequest, ReviewSample, ScoreChange)
-from .audit import LedgerEvent, LedgerHead, OutboxEvent
+from .audit import LedgerEntry, LedgerEvent, LedgerHead, OutboxEvent
 from .calibration import CalibrationResult, CalibrationSetting, MarkerSuspension, StandardisationResponse
 
 __all__ = [name for name in dir() if not name.startswith("_")]

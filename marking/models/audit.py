@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, CheckConstraint, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, UTCDateTime, sha256_column, utcnow
@@ -18,7 +18,8 @@ class LedgerEvent(Base):
     """
 
     __tablename__ = "ledger_event"
-    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),
+                      Index("uq_ledger_event_entry_id", "entry_id", unique=True))
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                      primary_key=True, autoincrement=False)
@@ -31,6 +32,34 @@ class LedgerEvent(Base):
     data: Mapped[str] = mapped_column(Text)  # canonical JSON; scores as exact strings
     prev_hash: Mapped[str] = mapped_column(sha256_column())
     hash: Mapped[str] = mapped_column(sha256_column(), unique=True)
+    # The deferred-chaining entry this event was chained from (NULL when the change's own
+    # transaction chained it). Unique (index above): an entry is chained once.
+    entry_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+class LedgerEntry(Base):
+    """An event committed with its change but not yet chained (deferred chaining).
+
+    With ``MC_LEDGER_CHAINING=deferred`` a transaction records its events here, without
+    touching the head row; the chainer (``marking.ledger.chain_pending``) appends them to
+    ``ledger_event`` in one batch and removes them. Triggers refuse UPDATE and TRUNCATE,
+    and refuse DELETE unless an identical event carrying this ``entry_id`` is already in
+    the chain, so an entry can be neither altered nor dropped before it is chained.
+    """
+
+    __tablename__ = "ledger_entry"
+    # Ids are never reused (chained entries are deleted, and ``ledger_event.entry_id`` is
+    # unique): SQLite would otherwise restart at max(id) + 1 once the table is empty.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(48))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    data: Mapped[str] = mapped_column(Text)
 
 
 class LedgerHead(Base):

@@ -85,8 +85,11 @@ def test_deploy_start_ready_stop(tmp_path, prerequisites):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
                 body = json.loads(r.read())
                 assert body["status"] == "ready" and body["outbox_drain"] is True
+                # PostgreSQL: deferred ledger chaining, every server runs a chainer (docs/ledger.md)
+                assert body["ledger_chaining"] == "deferred" and body["ledger_chainer"] is True, body
         with urllib.request.urlopen(f"http://127.0.0.1:{state['web_ports'][0]}/metrics", timeout=5) as r:
-            assert b"mc_omr_reads" in r.read()
+            exposition = r.read()
+            assert b"mc_omr_reads" in exposition and b"mc_ledger_chain_lag_seconds" in exposition
         with urllib.request.urlopen(state["url"] + "/socket.io/?EIO=4&transport=polling", timeout=5) as r:
             assert b'"sid"' in r.read()
         pids = [p["pid"] for p in state["processes"]] + ([state["nginx"]["pid"]] if "nginx" in state else [])

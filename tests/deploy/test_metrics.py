@@ -10,7 +10,8 @@ from tests.web.webhelpers import build_world, login
 
 NAMES = ["mc_mark_tasks", "mc_mark_task_leases_expired", "mc_mark_lease_expiry_events_total", "mc_omr_reads",
          "mc_omr_read_leases_expired", "mc_omr_read_retries_total", "mc_marks_total", "mc_marks_per_second",
-         "mc_omr_reads_per_second", "mc_omr_cards_per_second", "mc_outbox_head_id", "mc_http_requests_total"]
+         "mc_omr_reads_per_second", "mc_omr_cards_per_second", "mc_outbox_head_id", "mc_http_requests_total",
+         "mc_ledger_unchained_entries", "mc_ledger_chain_lag_seconds"]
 
 
 def test_metrics_text_and_names(settings, db):
@@ -74,3 +75,26 @@ def test_request_log_fields_json(settings, db, caplog):
     assert isinstance(entry["user_id"], int) and entry["duration_ms"] >= 0 and entry["method"] == "GET"
     text = json.dumps(entry)
     assert "hunter2" not in text and "marker1" not in text and "mc_session" not in text
+
+
+def test_metrics_show_unchained_ledger_entries_and_their_age(db_url):
+    """Deferred chaining: entries waiting for a chainer, and how long the oldest has waited."""
+    import datetime as dt
+
+    from marking import ledger
+    from marking.db import Database
+    from web.metrics import collect
+
+    deferred = Database(db_url, ledger_chaining="deferred")
+    try:
+        at = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
+        for n in range(2):
+            with deferred.write() as s:
+                ledger.append(s, actor_id=1, action="t.e", entity="t", entity_id=n, data={}, at=at)
+        body = collect(deferred, now=at + dt.timedelta(seconds=90))
+        assert "mc_ledger_unchained_entries 2" in body and "mc_ledger_chain_lag_seconds 90.0" in body
+        ledger.chain_pending(deferred)
+        body = collect(deferred, now=at + dt.timedelta(seconds=95))
+        assert "mc_ledger_unchained_entries 0" in body and "mc_ledger_chain_lag_seconds 0.0" in body
+    finally:
+        deferred.dispose()

@@ -94,6 +94,7 @@ class MarkerLoop:
 
 def check_marks(db, loop: MarkerLoop) -> dict:
     """Every acknowledged mark exists exactly once; no duplicates; the ledger verifies."""
+    ledger.chain_pending(db)   # servers on PostgreSQL chain deferred: count what they committed
     with db.read() as s:
         rows = s.execute(select(Mark.id, Mark.marker_id, Mark.request_id, Mark.task_id)).all()
         dup_rid = s.execute(select(Mark.marker_id, Mark.request_id, func.count()).group_by(
