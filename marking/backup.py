@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,9 @@ from sqlalchemy.engine import make_url
 from .checksums import sha256_file
 from . import ledger, migrate
 from .models import Base
+
+
+_log = logging.getLogger("marking.backup")
 
 
 class BackupError(RuntimeError):
@@ -160,15 +164,26 @@ def list_backups(settings) -> list[Path]:
 
 
 class BackupScheduler:
-    """Runs ``create_backup`` every ``interval`` in a daemon thread (R-OMR-4: at
-    least every half day). ``serve`` starts one; failures are reported, not fatal."""
+    """Takes a scheduled backup every ``interval`` (R-OMR-4: at least every half day).
+
+    Every web server starts one (``marking-centre serve``); failures are reported, not
+    fatal. Several servers sharing a backup directory make one backup per interval
+    between them: every ``check_every`` a scheduler takes an exclusive lock file in the
+    directory and backs up only when the newest scheduled backup there is older than
+    ``interval`` (or, with none there yet, when ``interval`` has passed since it started).
+    """
+
+    LOCK_NAME = ".scheduler.lock"
 
     def __init__(self, db, settings, *, interval: dt.timedelta | None = None,
+                 check_every: dt.timedelta | None = None,
                  on_error: Callable[[Exception], None] | None = None):
         self.db = db
         self.settings = settings
         self.interval = interval or dt.timedelta(hours=settings.backup_interval_hours)
-        self.on_error = on_error or (lambda exc: None)
+        self.check_every = check_every or min(self.interval, dt.timedelta(minutes=5))
+        self.on_error = on_error or (lambda exc: _log.error("scheduled backup failed: %s", exc))
+        self.started_at = dt.datetime.now(dt.timezone.utc)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.made: list[Path] = []
@@ -182,13 +197,45 @@ class BackupScheduler:
             self.on_error(exc)
             return None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval.total_seconds()):
-            self.run_once()
+    def newest_scheduled(self) -> dt.datetime | None:
+        stamps = []
+        for path in list_backups(self.settings):
+            stamp, _, label = path.name.partition("-")
+            if label == "scheduled":
+                with contextlib.suppress(ValueError):
+                    stamps.append(dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.timezone.utc))
+        return max(stamps, default=None)
 
-    def start(self) -> None:
+    def due(self, now: dt.datetime | None = None) -> bool:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return now - (self.newest_scheduled() or self.started_at) >= self.interval
+
+    def tick(self) -> Path | None:
+        """Back up if due, unless another scheduler holds the directory's lock."""
+        root = Path(self.settings.backup_dir)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / self.LOCK_NAME, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return None   # another server is backing up now
+                return self.run_once() if self.due() else None
+        except OSError as exc:
+            self.on_error(exc)
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.check_every.total_seconds()):
+            self.tick()
+
+    def start(self) -> "BackupScheduler":
         self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
         self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -205,7 +252,6 @@ class BackupScheduler:
 # backup refuses the change (BackupError); a failed *after* backup is logged, since the
 # change is already committed (the next scheduled backup covers it).
 _change_hook: tuple | None = None
-_log = logging.getLogger("marking.backup")
 
 
 def install_change_backups(db, settings) -> None:

@@ -32,8 +32,10 @@ def readyz():
         return jsonify(status="unavailable", reason=f"schema at {current}, expected {head}"), 503
     live = current_app.extensions.get("mc_live")
     chainer = current_app.extensions.get("mc_chainer")
+    backups = current_app.extensions.get("mc_backups")
     return jsonify(status="ready", schema=current, outbox_drain=bool(live and live.drainer_running()),
-                   ledger_chaining=db.ledger_chaining, ledger_chainer=bool(chainer and chainer.running()))
+                   ledger_chaining=db.ledger_chaining, ledger_chainer=bool(chainer and chainer.running()),
+                   backup_scheduler=bool(backups and backups.running()))
 
 
 def init_app(app: Flask) -> None:

@@ -92,3 +92,38 @@ def test_scheduler_runs_backups(db, settings):
     assert len(scheduler.made) >= 2
     for made in scheduler.made:
         backup.verify_backup(made)
+
+
+def test_scheduler_waits_an_interval_from_start_or_from_the_newest_backup(db, settings):
+    scheduler = backup.BackupScheduler(db, settings, interval=dt.timedelta(hours=12))
+    assert not scheduler.due()                              # a fresh server does not back up at once
+    scheduler.started_at -= dt.timedelta(hours=12)
+    assert scheduler.due()
+    assert scheduler.tick() is not None                     # due: it backs up
+    assert not scheduler.due() and scheduler.tick() is None  # ... and not again for 12 h
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=12, seconds=1)
+    assert scheduler.due(later)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_servers_sharing_a_backup_directory_take_one_backup_per_interval(db, settings):
+    """Every web server runs a scheduler: the lock file and the newest backup's stamp
+    keep them from backing up twice in one interval."""
+    interval = dt.timedelta(milliseconds=400)
+    schedulers = [backup.BackupScheduler(db, settings, interval=interval,
+                                         check_every=dt.timedelta(milliseconds=10)) for _ in range(3)]
+    for scheduler in schedulers:
+        scheduler.start()
+    try:
+        import time
+        deadline = time.monotonic() + 30
+        while sum(len(s.made) for s in schedulers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for scheduler in schedulers:
+            scheduler.stop()
+    made = sorted(p.name for s in schedulers for p in s.made)
+    assert len(made) >= 3
+    stamps = [dt.datetime.strptime(name.split("-")[0], "%Y%m%dT%H%M%S%fZ") for name in made]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(gap >= interval for gap in gaps), gaps
