@@ -2,7 +2,7 @@
 
 :func:`install` registers, idempotently:
 
-* ``marking.dispatch.INJECTORS``      — :func:`calibration.seeds.inject` (seeds, self-checks);
+* ``marking.dispatch.INJECTORS``      — :data:`calibration.seeds.INJECTOR` (seeds, self-checks);
 * ``marking.submission.CALIBRATION_HOOKS`` — :func:`on_mark` (scores calibration marks,
   grades qualification attempts, checks validity/drift and suspends);
 * ``marking.eligibility.FACT_CHECKS`` — :data:`calibration.scheme.SCHEME_CHECK`
@@ -33,8 +33,8 @@ def on_mark(session: Session, task: MarkTask, mark: Mark, now: dt.datetime) -> N
 
 
 def install() -> None:
-    if seeds.inject not in dispatch.INJECTORS:
-        dispatch.INJECTORS.append(seeds.inject)
+    if seeds.INJECTOR not in dispatch.INJECTORS:
+        dispatch.INJECTORS.append(seeds.INJECTOR)
     if on_mark not in submission.CALIBRATION_HOOKS:
         submission.CALIBRATION_HOOKS.append(on_mark)
     if scheme.SCHEME_CHECK not in eligibility.FACT_CHECKS:
@@ -42,7 +42,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    for registry, fn in ((dispatch.INJECTORS, seeds.inject), (submission.CALIBRATION_HOOKS, on_mark),
+    for registry, fn in ((dispatch.INJECTORS, seeds.INJECTOR), (submission.CALIBRATION_HOOKS, on_mark),
                          (eligibility.FACT_CHECKS, scheme.SCHEME_CHECK)):
         while fn in registry:
             registry.remove(fn)

@@ -33,7 +33,7 @@ from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from marking import events
-from marking.centre_time import centre_day, day_bounds
+from marking.dispatch import Injector
 from marking.models import (CalibrationResult, CalibrationSetting, Item, Mark, MarkTask,
                             StandardisationResponse, User)
 from marking.models.work import MarkAssignment
@@ -50,7 +50,8 @@ def _gap(salt: str, user_id: int, item_id: int, kind: str, count: int, rate: int
 
 @dataclass(frozen=True)
 class _Counts:
-    """What the schedule needs about one marker on one item, read in one statement."""
+    """What the schedule needs about one marker on one item, read by the claim's facts
+    statement (:data:`INJECTOR`'s facts, ``marking.dispatch.Injector``)."""
 
     params: str | None           # the item's calibration_setting overrides (JSON) or None
     pending: bool                # an open seed/self-check task is reserved for the marker
@@ -62,7 +63,9 @@ class _Counts:
     has_seed_pool: bool
 
 
-def _counts_statement():
+def _count_facts() -> list:
+    """The :class:`_Counts` fields as labelled scalar expressions (labels ``seeds_<field>``),
+    over the claim's bind parameters ``user_id``, ``item_id`` and ``day_start``."""
     t, a = MarkTask.__table__, MarkAssignment.__table__
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     mine = and_(t.c.reserved_for == user_id, t.c.item_id == item_id)   # ix_mark_task_reserved
@@ -77,38 +80,36 @@ def _counts_statement():
 
     last_seed = (select(func.coalesce(func.max(a.c.id), 0))
                  .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot == "seed").scalar_subquery())
-    return select(
-        select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id).scalar_subquery()
-        .label("params"),
-        exists().where(mine, t.c.slot.in_(("seed", "self_check")), t.c.status == "open").label("pending"),
-        count_tasks(t.c.slot == "seed").label("seeds_dealt"),
-        count_tasks(t.c.slot == "self_check").label("checks_dealt"),
-        count_live().label("live_total"),
-        count_live(a.c.claimed_at >= bindparam("day_start", type_=a.c.claimed_at.type)).label("live_today"),
-        count_live(a.c.id > last_seed).label("live_since_seed"),
-        exists().where(StandardisationResponse.item_id == item_id, StandardisationResponse.purpose == "seed",
-                       StandardisationResponse.active.is_(True)).label("has_seed_pool"),
-    )
+    facts = {
+        "params": select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id)
+        .scalar_subquery(),
+        "pending": exists().where(mine, t.c.slot.in_(("seed", "self_check")), t.c.status == "open"),
+        "seeds_dealt": count_tasks(t.c.slot == "seed"),
+        "checks_dealt": count_tasks(t.c.slot == "self_check"),
+        "live_total": count_live(),
+        "live_today": count_live(a.c.claimed_at >= bindparam("day_start", type_=a.c.claimed_at.type)),
+        "live_since_seed": count_live(a.c.id > last_seed),
+        "has_seed_pool": exists().where(StandardisationResponse.item_id == item_id,
+                                        StandardisationResponse.purpose == "seed",
+                                        StandardisationResponse.active.is_(True)),
+    }
+    return [expression.label(f"seeds_{name}") for name, expression in facts.items()]
 
 
-_COUNTS = _counts_statement()
+def _counts(facts) -> _Counts:
+    return _Counts(facts["seeds_params"], bool(facts["seeds_pending"]), facts["seeds_seeds_dealt"],
+                   facts["seeds_checks_dealt"], facts["seeds_live_total"], facts["seeds_live_today"],
+                   facts["seeds_live_since_seed"], bool(facts["seeds_has_seed_pool"]))
 
 
-def _counts(session: Session, user_id: int, item_id: int, now: dt.datetime) -> _Counts:
-    start, _end = day_bounds(centre_day(now))
-    row = session.connection().execute(_COUNTS, {"user_id": user_id, "item_id": item_id,
-                                                 "day_start": start}).one()
-    return _Counts(row.params, bool(row.pending), row.seeds_dealt, row.checks_dealt, row.live_total,
-                   row.live_today, row.live_since_seed, bool(row.has_seed_pool))
+def inject(session: Session, user: User, item: Item, now: dt.datetime, facts) -> MarkTask | None:
+    """A seed or self-check task due for ``user``, or None (:data:`INJECTOR`).
 
-
-def inject(session: Session, user: User, item: Item, now: dt.datetime) -> MarkTask | None:
-    """``marking.dispatch.INJECTORS`` hook: a seed or self-check task due for ``user``, or None.
-
-    Called on every live claim, so the usual answer ("nothing due") costs one statement;
-    the seed pool and the marker's own earlier responses are read only when one is due.
+    Called on every live claim with the counts already read by the claim's facts
+    statement, so the usual answer ("nothing due") costs no statement; the seed pool and
+    the marker's own earlier responses are read only when one is due.
     """
-    counts = _counts(session, user.id, item.id, now)
+    counts = _counts(facts)
     settings = config.merged_readonly(counts.params)
     salt = settings["schedule_salt"] or f"item:{item.id}"
     if counts.pending:
@@ -127,6 +128,10 @@ def inject(session: Session, user: User, item: Item, now: dt.datetime) -> MarkTa
         session.add(task)
         session.flush()
     return task
+
+
+# Registered in ``marking.dispatch.INJECTORS`` by :func:`calibration.install`.
+INJECTOR = Injector("seeds", _count_facts, inject)
 
 
 def _seed_due(session: Session, user: User, item: Item, settings: dict, salt: str, counts: _Counts,

@@ -40,14 +40,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from . import events
 from .access import LeaseError, NotAllowed, active_user
-from .centre_time import centre_day, now_or
+from .centre_time import centre_day, day_bounds, now_or
 from .eligibility import (FACT_CHECKS, NO_EXCLUSIONS, Exclusions, FactCheck, excluded_clause, exclusions_for,
                           qualification_problem)
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
@@ -67,10 +67,26 @@ QUEUES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "review": (("review",), ("reviewer", "team_leader")),
 }
 MARKING_SLOTS = ("first", "second", "third")
-# Calibration (issue 7) registers ``fn(session, user, item, now) -> MarkTask | None``: an
-# open seed or self-check task reserved for the user, dealt in the marking queue before
-# live work and leased and shown exactly like it (R-SEC-1, ★ seed hygiene).
-INJECTORS: list = []
+
+
+@dataclass(frozen=True)
+class Injector:
+    """Calibration work (issue 7) dealt in the marking queue before live work and leased
+    and shown exactly like it (R-SEC-1, ★ seed hygiene): seeds and self-checks.
+
+    ``facts()`` returns labelled scalar SQL expressions over the bind parameters
+    ``user_id``, ``item_id`` and ``day_start`` (start of the centre day, UTC); the claim
+    reads them in its one facts statement, so deciding "nothing due" costs no round trip
+    of its own (issue 8). ``inject(session, user, item, now, facts)`` gets them as a
+    mapping by label and returns an open task reserved for the user, or None.
+    """
+
+    name: str
+    facts: Callable[[], list]
+    inject: Callable[..., "MarkTask | None"]
+
+
+INJECTORS: list[Injector] = []
 INJECTED_SLOTS = ("seed", "self_check")
 _ASSIGNMENT_INSERT = insert(MarkAssignment.__table__)
 _HELD_AGAIN = (select(MarkTask).where(MarkTask.id == bindparam("task_id"), MarkTask.status == "leased",
@@ -334,25 +350,29 @@ class _Facts:
     has_exclusions: bool
     has_expired_leases: bool
     check_facts: dict[str, Any]
+    row: Any   # the whole facts row by label (injectors read their own facts from it)
 
 
 def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...], held_slots: tuple[str, ...],
            now: dt.datetime, day: dt.date) -> _Facts:
     """The user and item rows, duty, qualification, held lease, today's count, exclusions and
     whether any lease of the item has expired: one round trip for everything a claim checks."""
-    checks = tuple(FACT_CHECKS)
-    statement = _cached(("facts", duties, held_slots, checks), lambda: _facts_statement(duties, held_slots, checks))
-    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}).first()
+    checks, injectors = tuple(FACT_CHECKS), tuple(INJECTORS) if "seed" in held_slots else ()
+    statement = _cached(("facts", duties, held_slots, checks, injectors),
+                        lambda: _facts_statement(duties, held_slots, checks, injectors))
+    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day,
+                                      "day_start": day_bounds(day)[0]}).first()
     if row is None or not row.User.active:
         raise NotAllowed(f"user {user_id} does not exist or is disabled")
     if row.Item is None or row.Item.kind != "subjective":
         raise NotAllowed(f"item {item_id} is not a subjective item")
     return _Facts(row.User, row.Item, bool(row.duty), row.latest, bool(row.requires_test), row.held,
                   row.dealt or 0, bool(row.excluded), bool(row.expired),
-                  {c.name: row._mapping[f"check_{c.name}"] for c in checks})
+                  {c.name: row._mapping[f"check_{c.name}"] for c in checks}, row._mapping)
 
 
-def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], checks: tuple[FactCheck, ...]):
+def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], checks: tuple[FactCheck, ...],
+                     injectors: tuple[Injector, ...]):
     t, a = MarkTask.__table__, MarkAssignment.__table__
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     now = bindparam("now", type_=t.c.leased_until.type)
@@ -381,7 +401,8 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
     # Roles are not needed to deal work (lazyload: no second query for them).
     return (select(User, Item, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
                    held.label("held"), dealt.label("dealt"), excluded.label("excluded"), expired.label("expired"),
-                   *(c.fact().label(f"check_{c.name}") for c in checks))
+                   *(c.fact().label(f"check_{c.name}") for c in checks),
+                   *(fact for injector in injectors for fact in injector.facts()))
             .select_from(User).outerjoin(Item, Item.id == item_id).where(User.id == user_id)
             .options(lazyload(User.roles)))
 
@@ -432,8 +453,8 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
             _reopen_expired(session, item.id, now)
         token, until = str(uuid.uuid4()), now + _lease_seconds(lease_seconds)
         leased = None
-        for inject in (INJECTORS if queue == "marking" else ()):
-            task = inject(session, user, item, now)
+        for injector in (INJECTORS if queue == "marking" else ()):
+            task = injector.inject(session, user, item, now, facts.row)
             if task is not None:
                 task.status, task.marker_id, task.lease_token = "leased", user.id, token
                 task.leased_until, task.claimed_at = until, now
