@@ -296,8 +296,9 @@ def _view(session: Session, task: MarkTask, item: Item, queue: str) -> TaskView:
 
 
 def _view_of(session: Session, item: Item, queue: str, *, token: str, until: dt.datetime, slot: str,
-             response_id: int) -> TaskView:
-    image_ref, scheme_version, scheme_text = session.connection().execute(
+             response_id: int, shown: tuple | None = None) -> TaskView:
+    """``shown``: (image, scheme version, scheme text) when the claim already read them."""
+    image_ref, scheme_version, scheme_text = shown or session.connection().execute(
         _cached(("view",), _view_statement), {"item_id": item.id, "response_id": response_id}).one()
     earlier: tuple[dict[str, Any], ...] = ()
     if slot in ("arbitration", "third"):
@@ -315,13 +316,44 @@ def _view_of(session: Session, item: Item, queue: str, *, token: str, until: dt.
 
 def _view_statement():
     """The response's image and the item's latest frozen scheme, in one read."""
-    latest_scheme = (select(MarkingScheme.id)
-                     .where(MarkingScheme.item_id == bindparam("item_id"), MarkingScheme.status == "frozen")
-                     .order_by(MarkingScheme.version.desc()).limit(1).scalar_subquery())
     return (select(Response.image_sha256, MarkingScheme.version, MarkingScheme.text)
             .select_from(Response)
-            .outerjoin(MarkingScheme, MarkingScheme.id == latest_scheme)
+            .outerjoin(MarkingScheme, MarkingScheme.id == _latest_scheme(bindparam("item_id")))
             .where(Response.id == bindparam("response_id")))
+
+
+def _latest_scheme(item_id):
+    return (select(MarkingScheme.id)
+            .where(MarkingScheme.item_id == item_id, MarkingScheme.status == "frozen")
+            .order_by(MarkingScheme.version.desc()).limit(1).scalar_subquery())
+
+
+def _deal_statement(slots: tuple[str, ...]):
+    """PostgreSQL: pick and lease the next task, record the assignment and read what the
+    marker is shown, in one statement (three round trips otherwise; issue 8)::
+
+        WITH picked AS (UPDATE mark_task … RETURNING id, response_id, slot),
+             assigned AS (INSERT INTO mark_assignment … SELECT … FROM picked)
+        SELECT picked.*, response.image_sha256, scheme.version, scheme.text FROM picked …
+
+    No row when nothing is open. UNIQUE(response_id, marker_id) on the assignment still
+    raises on a race (``db.run`` retries), as the separate INSERT did.
+    """
+    a = MarkAssignment.__table__
+    picked = _lease_statement("postgresql", slots, NO_EXCLUSIONS).cte("picked")
+    assigned = (insert(a).from_select(
+        ["response_id", "marker_id", "item_id", "task_id", "slot", "day", "claimed_at"],
+        select(picked.c.response_id, bindparam("pick_user", type_=a.c.marker_id.type),
+               bindparam("pick_item", type_=a.c.item_id.type), picked.c.id, picked.c.slot,
+               bindparam("day", type_=a.c.day.type), bindparam("now", type_=a.c.claimed_at.type))
+        .where(picked.c.slot != "self_check"))   # a self-check re-serves the marker's own response
+        .returning(a.c.task_id).cte("assigned"))
+    return (select(picked.c.id, picked.c.response_id, picked.c.slot,
+                   Response.image_sha256, MarkingScheme.version, MarkingScheme.text)
+            .select_from(picked)
+            .join(Response, Response.id == picked.c.response_id)
+            .outerjoin(MarkingScheme, MarkingScheme.id == _latest_scheme(bindparam("pick_item")))
+            .add_cte(assigned))
 
 
 def _earlier_marks(session: Session, response_id: int) -> tuple[dict[str, Any], ...]:
@@ -464,6 +496,17 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
         if leased is None:
             # The rows are read only when there are some (the facts query says so).
             exclusions = exclusions_for(session, user) if facts.has_exclusions or user.school_code else NO_EXCLUSIONS
+            if exclusions.empty and session.get_bind().dialect.name == "postgresql":
+                dealt = session.connection().execute(
+                    _cached(("deal", slots), lambda: _deal_statement(slots)),
+                    {"pick_item": item.id, "pick_user": user.id, "token": token, "until": until, "now": now,
+                     "day": day}).first()
+                if dealt is None:
+                    return None
+                events.publish(session, events.item_topic(item.id), "task.claimed",
+                               {"item_id": item.id, "queue": queue})
+                return _view_of(session, item, queue, token=token, until=until, slot=dealt.slot,
+                                response_id=dealt.response_id, shown=tuple(dealt)[3:])
             leased = _lease_next(session, item.id, slots, user.id, exclusions, token, until, now)
             if leased is None:
                 return None
