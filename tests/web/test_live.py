@@ -49,6 +49,27 @@ def test_outbox_drain_emits_to_rooms(app, world, db):
     assert got_leader[0]["id"] < got_marker[0]["id"]
 
 
+def test_identical_events_of_one_batch_are_emitted_once_as_the_latest(app, world, db):
+    live = app.extensions["mc_live"]
+    live.drain_once()
+    marker = sio_client(app, login(app, "marker1"))
+    marker.emit("subscribe", {"topics": [f"item:{world.item_id}"]}, callback=True)
+    marker.get_received()
+    with db.write() as s:
+        for name in ("task.claimed", "mark.submitted", "task.claimed", "task.claimed", "mark.submitted"):
+            events.publish(s, events.item_topic(world.item_id), name, {"item_id": world.item_id})
+        events.publish(s, events.item_topic(world.item_id), "task.claimed", {"item_id": world.item_id, "n": 2})
+    assert live.drain_once() == 6                  # every row drained ...
+    got = outbox(marker.get_received())
+    # ... each distinct event once, the latest of its kind, in id order
+    assert [(e["name"], e["payload"]) for e in got] == [
+        ("task.claimed", {"item_id": world.item_id}), ("mark.submitted", {"item_id": world.item_id}),
+        ("task.claimed", {"item_id": world.item_id, "n": 2})]
+    ids = [e["id"] for e in got]
+    assert ids == sorted(ids) and ids[-1] == live.last_id
+    assert live.drain_once() == 0
+
+
 def test_marking_publishes_and_replay_after_reconnect(app, world, db):
     live = app.extensions["mc_live"]
     live.drain_once()
