@@ -35,7 +35,7 @@ ATTACKS = [
     "UPDATE ledger_entry SET data = '{}'",
     "DELETE FROM ledger_entry",
     "TRUNCATE ledger_entry",
-    "DROP TRIGGER ledger_entry_guard ON ledger_entry",
+    "DROP TRIGGER ledger_entry_delete_when_chained ON ledger_entry",
     "ALTER TABLE ledger_entry DISABLE TRIGGER ALL",
 ]
 
