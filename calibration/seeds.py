@@ -65,8 +65,11 @@ class _Counts:
 
 def _count_facts() -> list:
     """The :class:`_Counts` fields as labelled scalar expressions (labels ``seeds_<field>``),
-    over the claim's bind parameters ``user_id``, ``item_id`` and ``day_start``."""
-    t, a = MarkTask.__table__, MarkAssignment.__table__
+    over the claim's bind parameters ``user_id``, ``item_id`` and ``day_start``. Short
+    aliases: they join the claim's facts statement, which must stay under psycopg's 4 KB
+    parse cache limit."""
+    t, a, a2 = MarkTask.__table__.alias("st"), MarkAssignment.__table__.alias("sa"), \
+        MarkAssignment.__table__.alias("sb")
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     mine = and_(t.c.reserved_for == user_id, t.c.item_id == item_id)   # ix_mark_task_reserved
 
@@ -78,8 +81,8 @@ def _count_facts() -> list:
                 .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot.in_(LIVE_MARK_KINDS), *where)
                 .scalar_subquery())
 
-    last_seed = (select(func.coalesce(func.max(a.c.id), 0))
-                 .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot == "seed").scalar_subquery())
+    last_seed = (select(func.coalesce(func.max(a2.c.id), 0))
+                 .where(a2.c.marker_id == user_id, a2.c.item_id == item_id, a2.c.slot == "seed").scalar_subquery())
     facts = {
         "params": select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id)
         .scalar_subquery(),

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from . import events
 from .access import LeaseError, NotAllowed, active_user
@@ -394,26 +394,30 @@ def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...]
                         lambda: _facts_statement(duties, held_slots, checks, injectors))
     row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day,
                                       "day_start": day_bounds(day)[0]}).first()
-    if row is None or not row.User.active:
+    if row is None or not row.u.active:
         raise NotAllowed(f"user {user_id} does not exist or is disabled")
-    if row.Item is None or row.Item.kind != "subjective":
+    if row.i is None or row.i.kind != "subjective":
         raise NotAllowed(f"item {item_id} is not a subjective item")
-    return _Facts(row.User, row.Item, bool(row.duty), row.latest, bool(row.requires_test), row.held,
+    return _Facts(row.u, row.i, bool(row.duty), row.latest, bool(row.requires_test), row.held,
                   row.dealt or 0, bool(row.excluded), bool(row.expired),
                   {c.name: row._mapping[f"check_{c.name}"] for c in checks}, row._mapping)
 
 
 def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], checks: tuple[FactCheck, ...],
                      injectors: tuple[Injector, ...]):
-    t, a = MarkTask.__table__, MarkAssignment.__table__
+    # Short aliases throughout: psycopg re-parses a statement longer than 4 KB on every run
+    # (its parse cache stops there), and this one is run on every claim.
+    t, a = MarkTask.__table__.alias("t"), MarkAssignment.__table__.alias("a")
+    d, q = ItemDuty.__table__.alias("d"), Qualification.__table__.alias("q")
+    u, i = aliased(User, name="u"), aliased(Item, name="i")
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     now = bindparam("now", type_=t.c.leased_until.type)
-    duty = exists().where(ItemDuty.user_id == user_id, ItemDuty.item_id == item_id,
-                          ItemDuty.duty.in_(duties), ItemDuty.status == "active")
-    latest = (select(Qualification.status)
-              .where(Qualification.user_id == user_id, Qualification.item_id == item_id)
-              .order_by(Qualification.attempt.desc()).limit(1).scalar_subquery())
-    requires_test = exists().where(Qualification.item_id == item_id)
+    duty = exists().where(d.c.user_id == user_id, d.c.item_id == item_id,
+                          d.c.duty.in_(duties), d.c.status == "active")
+    latest = (select(q.c.status)
+              .where(q.c.user_id == user_id, q.c.item_id == item_id)
+              .order_by(q.c.attempt.desc()).limit(1).scalar_subquery())
+    requires_test = exists().where(q.c.item_id == item_id)
     held = (select(t.c.id)
             .where(t.c.marker_id == user_id, t.c.status == "leased", t.c.item_id == item_id,
                    t.c.slot.in_(held_slots), t.c.leased_until >= now)
@@ -422,7 +426,7 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
              .where(a.c.marker_id == user_id, a.c.item_id == item_id,
                     a.c.day == bindparam("day", type_=a.c.day.type), a.c.slot.in_(MARKING_SLOTS))
              .scalar_subquery())
-    excluded = exists().where(Exclusion.user_id == user_id)
+    excluded = exists().where(Exclusion.__table__.alias("x").c.user_id == user_id)
     # The earliest expiry among the item's leases, compared with now: min() is answered from
     # the end of ix_mark_task_lease_expiry in any plan. (An EXISTS over ``leased_until < now``
     # became a sequential scan of the item's tasks in PostgreSQL's generic plan for the
@@ -431,12 +435,12 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
                        .scalar_subquery())
     expired = earliest_expiry < now
     # Roles are not needed to deal work (lazyload: no second query for them).
-    return (select(User, Item, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
+    return (select(u, i, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
                    held.label("held"), dealt.label("dealt"), excluded.label("excluded"), expired.label("expired"),
                    *(c.fact().label(f"check_{c.name}") for c in checks),
                    *(fact for injector in injectors for fact in injector.facts()))
-            .select_from(User).outerjoin(Item, Item.id == item_id).where(User.id == user_id)
-            .options(lazyload(User.roles)))
+            .select_from(u).outerjoin(i, i.id == item_id).where(u.id == user_id)
+            .options(lazyload(u.roles)))
 
 
 def claim_next(db, user_id: int, item_id: int, *, queue: str = "marking",

@@ -228,3 +228,28 @@ def test_the_entry_guard_finds_events_by_index_however_old_its_connection(db_url
     finally:
         deferred.dispose()
         inline.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_hot_statements_fit_psycopgs_parse_cache(db):
+    """psycopg converts a query's ``%(name)s`` placeholders once and caches the result — but
+    only for queries up to 4 KB and 50 parameters; a longer one is re-parsed on every run
+    (3 % of a server's CPU under load for the claim's facts statement at 4.4 KB)."""
+    import calibration
+    from psycopg import _queries
+
+    from marking import workbench
+
+    calibration.install()   # the claim's facts carry calibration's counts, as on a server
+    ids = staffed_subject(db, markers=3)
+    item_id = ids["items"][0]
+    simulate.create_responses_for_testing(db, ids["subject_code"], 4, seed=3)
+    m1, m2, _ = ids["markers"]
+    first = dispatch.claim_next(db, m1, item_id, now=NOW)
+    statements = _captured(db, lambda: dispatch.claim_next(db, m2, item_id, now=NOW))
+    statements += _captured(db, lambda: workbench.submit_and_claim_next(
+        db, m1, first.token, "5", request_id="cache-1", item_id=item_id, now=NOW))
+    too_long = [(len(st), len(params or {}), " ".join(st.split())[:80]) for st, params in statements
+                if len(st) > _queries.MAX_CACHED_STATEMENT_LENGTH
+                or len(params or {}) > _queries.MAX_CACHED_STATEMENT_PARAMS]
+    assert len(statements) >= 8 and too_long == []
