@@ -192,6 +192,35 @@ def cmd_audit_keygen(args, ctx) -> int:
     return 0
 
 
+def cmd_audit_images(args, ctx) -> int:
+    """R-DATA-1: re-hash every stored image the database refers to (or one shard of them)."""
+    from . import fixity
+    from .storage import open_store
+    try:
+        shard = fixity.parse_shard(args.shard)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(event) -> None:
+        print(f"\rchecked {event['checked']}: {event['missing']} missing, {event['altered']} altered, "
+              f"{event['unreadable']} unreadable", end="\n" if event["done"] else "", file=sys.stderr, flush=True)
+
+    report = fixity.audit_images(ctx.db, open_store(ctx.settings), shard=shard,
+                                 progress=None if args.quiet or args.json else progress)
+    if args.json:
+        _print_json(report.as_dict())
+    elif report.ok:
+        print(f"images intact: {report.checked} checked"
+              + (f" (shard {shard[0]}/{shard[1]}; {report.skipped} in other shards)" if shard[1] > 1 else ""))
+    else:
+        for kind in ("missing", "altered", "unreadable"):
+            for problem in getattr(report, kind):
+                print(f"IMAGE {kind.upper()}: {problem['sha256']} (first referred to by {problem['table']} "
+                      f"{problem['id']}){': ' + problem['error'] if 'error' in problem else ''}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 # --------------------------------------------------------------------------- backup
 
 def cmd_backup(args, ctx) -> int:
@@ -259,7 +288,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ec.add_argument("spec")
     ec.set_defaults(handler=cmd_exam_check)
 
-    audit = sub.add_parser("audit", help="the score ledger").add_subparsers(dest="audit_command", required=True)
+    audit = sub.add_parser("audit", help="the score ledger and the image store's fixity").add_subparsers(dest="audit_command", required=True)
     av = audit.add_parser("verify", help="recompute the chain and check it against the signed checkpoints")
     av.add_argument("--json", action="store_true")
     av.add_argument("--no-checkpoints", action="store_true", help="check the chain only")
@@ -268,6 +297,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     kg = audit.add_parser("keygen", help="create the checkpoint signing key")
     kg.add_argument("--out")
     kg.set_defaults(handler=cmd_audit_keygen)
+    ai = audit.add_parser("images", help="fixity audit: re-hash every stored image the database refers to "
+                                         "(R-DATA-1); exit 1 if one is missing or altered")
+    ai.add_argument("--shard", metavar="K/N", help="check only shard K of N (by hash; a shard a night covers the "
+                                                    "store in N nights)")
+    ai.add_argument("--json", action="store_true")
+    ai.add_argument("--quiet", action="store_true", help="no progress line")
+    ai.set_defaults(handler=cmd_audit_images)
 
     bk = sub.add_parser("backup", help="write a verified backup")
     bk.add_argument("--label", default="manual")

@@ -115,3 +115,33 @@ def test_open_store_chooses_by_setting(tmp_path, moto_endpoint):
     assert parse_s3_url("s3://b") == ("b", "")
     with pytest.raises(ValueError):
         parse_s3_url("s3:///prefix")
+
+
+def test_fixity_audit_over_the_store_names_missing_and_altered_images(store, db):
+    """R-DATA-1: ``marking.fixity`` against the local store and the S3 adapter alike."""
+    from sqlalchemy import select, update
+
+    from marking import fixity, simulate
+    from marking.models import Response
+    from tests.marking.factories import staffed_subject
+
+    ids = staffed_subject(db, markers=1)
+    simulate.create_responses_for_testing(db, ids["subject_code"], 3, seed=1)
+    images = [PAGE + bytes([n]) for n in range(3)]
+    shas = [store.put(image) for image in images]
+    with db.write() as s:
+        rows = s.execute(select(Response.id).order_by(Response.id)).scalars().all()[:3]
+        for row_id, sha in zip(rows, shas):
+            s.execute(update(Response).where(Response.id == row_id).values(image_sha256=sha))
+    assert fixity.audit_images(db, store).ok
+    if isinstance(store, S3ImageStore):   # behind the app's back, as a failing bucket would
+        store.client.delete_object(Bucket=store.bucket, Key=store.key_for(shas[0]))
+        store.client.put_object(Bucket=store.bucket, Key=store.key_for(shas[1]), Body=b"bit rot")
+    else:
+        store.path_for(shas[0]).unlink()
+        store.path_for(shas[1]).chmod(0o644)
+        store.path_for(shas[1]).write_bytes(b"bit rot")
+    report = fixity.audit_images(db, store)
+    assert [(m["sha256"], m["table"], m["id"]) for m in report.missing] == [(shas[0], "response", rows[0])]
+    assert [a["sha256"] for a in report.altered] == [shas[1]]
+    assert report.checked == 3 and not report.ok
