@@ -466,6 +466,41 @@ class LoadResult:
                 "errors": dict(self.errors), **({"cpu_ms_per_mark": self.cpu_ms_per_mark} if self.cpu_ms_per_mark else {})}
 
 
+class ChainLagSampler:
+    """Deferred ledger chaining: how far the chain trails the commits during a phase —
+    entries waiting and the age of the oldest, sampled every 0.25 s from the database."""
+
+    def __init__(self, db: Database, every: float = 0.25):
+        self.db, self.every = db, every
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        query = text("SELECT count(*), min(at) FROM ledger_entry")
+        while not self._stop.wait(self.every):
+            count, oldest = self.db.read_rows(query)[0]
+            age = 0.0
+            if oldest:
+                born = dt.datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+                age = (dt.datetime.now(dt.timezone.utc) - born).total_seconds()
+            self.samples.append((count, age))
+
+    def __enter__(self) -> "ChainLagSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> dict:
+        counts, ages = [c for c, _ in self.samples], [a for _, a in self.samples]
+        return {"samples": len(self.samples), "entries_p50": statistics.median(counts) if counts else None,
+                "entries_max": max(counts, default=None), "oldest_age_s_p50": round(statistics.median(ages), 3)
+                if ages else None, "oldest_age_s_max": round(max(ages), 3) if ages else None}
+
+
 def web_load(ports: list[int], item_id: int, sessions: list[Session], *, clients: int, duration: float,
              warmup: float = 2.0, protocol: str = "workbench", meter: CpuMeter | None = None) -> LoadResult:
     """``clients`` threads, each with one keep-alive connection, cycle through their markers.
@@ -932,9 +967,12 @@ def main(argv=None) -> int:
         sessions = login_all_sticky(ports, world.usernames)
         results["login_s"] = round(time.perf_counter() - t0, 1)
         print(f"logins: {len(sessions)} in {results['login_s']} s (argon2id at the server's cost)", flush=True)
-        web = web_load(ports, world.item_id, sessions, clients=args.clients, duration=args.duration,
-                       protocol=args.protocol, meter=CpuMeter([server.proc.pid for server in servers]))
+        with ChainLagSampler(db) as chain_lag:
+            web = web_load(ports, world.item_id, sessions, clients=args.clients, duration=args.duration,
+                           protocol=args.protocol, meter=CpuMeter([server.proc.pid for server in servers]))
         results["web"] = web.summary()
+        if chaining == "deferred":
+            results["web"]["ledger_unchained"] = chain_lag.summary()
         print("web:", json.dumps(results["web"]), flush=True)
         for share in args.latency_at:
             rate = round(web.rate * share, 1)
