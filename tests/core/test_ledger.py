@@ -120,17 +120,16 @@ def test_auto_checkpoints_every_n_events(db, store):
     assert [c.seq for c in store.read_all()] == [3, 6]
 
 
-def test_concurrent_writers_make_a_gap_free_chain(db_url):
-    """Eight writers at once: no gaps, no forks (the head row is the lock)."""
-    databases = [Database(db_url) for _ in range(8)]
-    errors = []
+def write_concurrently(databases: list[Database], per_writer: int = 15) -> list[Exception]:
+    """One thread per database, each appending ``per_writer`` events; the errors raised."""
+    errors: list[Exception] = []
 
     def writer(index: int, database: Database) -> None:
         try:
-            for j in range(15):
+            for j in range(per_writer):
                 database.run(lambda s: ledger.append(s, actor_id=index, action="concurrent", entity="t",
                                                      entity_id=f"{index}-{j}", data={"j": j}))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # pragma: no cover - reported by the caller
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(i, d)) for i, d in enumerate(databases)]
@@ -138,7 +137,13 @@ def test_concurrent_writers_make_a_gap_free_chain(db_url):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    return errors
+
+
+def test_concurrent_writers_make_a_gap_free_chain(db_url):
+    """Eight writers at once: no gaps, no forks (the head row is the lock)."""
+    databases = [Database(db_url) for _ in range(8)]
+    assert write_concurrently(databases) == []
     result = ledger.verify(databases[0], None)
     assert result.ok and result.events == 120
     with databases[0].read() as s:

@@ -9,7 +9,6 @@ must be impossible to alter or drop before it is chained.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import text
@@ -20,7 +19,7 @@ from marking.chainer import LedgerChainer
 from marking.config import ConfigError, load_settings
 from marking.db import Database
 
-from tests.core.test_ledger import EXPECTED_HEAD_AFTER_FOUR, FIXED, _append
+from tests.core.test_ledger import EXPECTED_HEAD_AFTER_FOUR, FIXED, _append, write_concurrently
 
 
 @pytest.fixture
@@ -111,22 +110,8 @@ def test_many_writers_and_three_chainers_make_one_gap_free_chain(db_url, store):
     chainer_dbs = [Database(db_url, ledger_chaining="deferred") for _ in range(3)]
     ledger.install_auto_checkpoints(chainer_dbs[0], store, every=25)
     chainers = [LedgerChainer(d, interval_s=0.01).start() for d in chainer_dbs]
-    errors = []
-
-    def writer(index: int, database: Database) -> None:
-        try:
-            for j in range(15):
-                database.run(lambda s: ledger.append(s, actor_id=index, action="concurrent", entity="t",
-                                                     entity_id=f"{index}-{j}", data={"j": j}))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
     try:
-        threads = [threading.Thread(target=writer, args=(i, d)) for i, d in enumerate(databases)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = write_concurrently(databases)
         for chainer in chainers:
             chainer.stop()   # stopping chains what is left
         assert not errors
