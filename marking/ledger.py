@@ -279,11 +279,6 @@ def chain_batch(session: Session, *, wait: bool = True, batch: int = CHAIN_BATCH
     return len(entries)
 
 
-def unchained_count(db) -> int:
-    with db.read() as session:
-        return int(session.execute(select(func.count()).select_from(_ENTRIES)).scalar() or 0)
-
-
 def recorded_data(session: Session, *, action: str, entity: str, entity_id: str) -> list[str]:
     """The data of every recorded event with this action and entity, chained or not yet."""
     chained = select(_EVENTS.c.data).where(_EVENTS.c.action == action, _EVENTS.c.entity == entity,
