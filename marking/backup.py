@@ -21,7 +21,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from .checksums import sha256_file
+from .periodic import PeriodicThread
 from . import ledger, migrate
 from .models import Base
 
@@ -163,7 +163,7 @@ def list_backups(settings) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
-class BackupScheduler:
+class BackupScheduler(PeriodicThread):
     """Takes a scheduled backup every ``interval`` (R-OMR-4: at least every half day).
 
     Every web server starts one (``marking-centre serve``); failures are reported, not
@@ -174,18 +174,19 @@ class BackupScheduler:
     """
 
     LOCK_NAME = ".scheduler.lock"
+    name = "backup-scheduler"
 
     def __init__(self, db, settings, *, interval: dt.timedelta | None = None,
                  check_every: dt.timedelta | None = None,
                  on_error: Callable[[Exception], None] | None = None):
+        super().__init__()
         self.db = db
         self.settings = settings
         self.interval = interval or dt.timedelta(hours=settings.backup_interval_hours)
         self.check_every = check_every or min(self.interval, dt.timedelta(minutes=5))
+        self.interval_s = self.check_every.total_seconds()
         self.on_error = on_error or (lambda exc: _log.error("scheduled backup failed: %s", exc))
         self.started_at = dt.datetime.now(dt.timezone.utc)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.made: list[Path] = []
 
     def run_once(self) -> Path | None:
@@ -225,22 +226,6 @@ class BackupScheduler:
             self.on_error(exc)
             return None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.check_every.total_seconds()):
-            self.tick()
-
-    def start(self) -> "BackupScheduler":
-        self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
-        self._thread.start()
-        return self
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
 
 # --------------------------------------------------------------------------- change windows (R-DATA-2)

@@ -11,22 +11,23 @@ and backups chain what is pending before they read the chain.
 from __future__ import annotations
 
 import logging
-import threading
 
 from . import ledger
+from .periodic import PeriodicThread
 
 log = logging.getLogger("marking.chainer")
 
 
-class LedgerChainer:
+class LedgerChainer(PeriodicThread):
+    name = "ledger-chainer"
+
     def __init__(self, db, *, interval_s: float = 0.5):
         if interval_s <= 0:
             raise ValueError("the chain interval must be positive")
+        super().__init__()
         self.db = db
         self.interval_s = interval_s
         self.chained = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failing = False
 
     def run_once(self) -> int:
@@ -43,23 +44,9 @@ class LedgerChainer:
         self.chained += count
         return count
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.run_once()
+    tick = run_once
 
-    def start(self) -> "LedgerChainer":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="ledger-chainer", daemon=True)
-            self._thread.start()
-        return self
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10) -> None:
         """Stop, then chain what is left (a clean shutdown leaves nothing pending)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        super().stop(timeout)
         self.run_once()
