@@ -37,6 +37,7 @@ from marking.dispatch import Injector
 from marking.models import (CalibrationResult, CalibrationSetting, Item, Mark, MarkTask,
                             StandardisationResponse, User)
 from marking.models.work import MarkAssignment
+from marking.statements import one_of
 
 from . import config
 from .common import LIVE_MARK_KINDS, seen
@@ -78,7 +79,7 @@ def _count_facts() -> list:
 
     def count_live(*where):
         return (select(func.count()).select_from(a)
-                .where(a.c.marker_id == user_id, a.c.item_id == item_id, a.c.slot.in_(LIVE_MARK_KINDS), *where)
+                .where(a.c.marker_id == user_id, a.c.item_id == item_id, one_of(a.c.slot, LIVE_MARK_KINDS), *where)
                 .scalar_subquery())
 
     last_seed = (select(func.coalesce(func.max(a2.c.id), 0))
@@ -86,7 +87,7 @@ def _count_facts() -> list:
     facts = {
         "params": select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id)
         .scalar_subquery(),
-        "pending": exists().where(mine, t.c.slot.in_(("seed", "self_check")), t.c.status == "open"),
+        "pending": exists().where(mine, one_of(t.c.slot, ("seed", "self_check")), t.c.status == "open"),
         "seeds_dealt": count_tasks(t.c.slot == "seed"),
         "checks_dealt": count_tasks(t.c.slot == "self_check"),
         "live_total": count_live(),

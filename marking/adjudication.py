@@ -21,6 +21,7 @@ from .dispatch import cancel_open_tasks, ensure_task
 from .models import Item, Mark, MarkTask, Resolution, ResolutionPolicy, Response
 from .policy import Decision, MarkSet, decide, policy_for_item
 from .scores import from_cp
+from .statements import one_of
 
 CHAIN_KINDS = ("first", "second", "third", "arbitration", "extra")
 OUTCOME_REASON = {"agreed": "agreement", "third_resolved": "third_mark", "arbitrated": "arbitration"}
@@ -33,7 +34,7 @@ _LOCK_RESPONSE = (select(Response).where(Response.id == bindparam("response_id")
 _CHAIN_MARKS = (select(Mark.id, Mark.kind, Mark.score_cp, Mark.condition_code, Mark.marker_id, Mark.response_id,
                        Mark.task_id)
                 .join(MarkTask, MarkTask.id == Mark.task_id)
-                .where(Mark.response_id == bindparam("response_id"), Mark.kind.in_(CHAIN_KINDS),
+                .where(Mark.response_id == bindparam("response_id"), one_of(Mark.kind, CHAIN_KINDS),
                        MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
                 .order_by(Mark.id))
 _RESOLUTION = Resolution.__table__

@@ -54,6 +54,7 @@ from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qu
 from .models.work import MarkAssignment
 from .policy import policy_for_item
 from .scores import format_points, from_cp
+from .statements import one_of
 
 DEFAULT_LEASE_SECONDS = 600
 # Essays: 650 per marker per day (qingdaonews 2012); Item.daily_cap overrides.
@@ -153,8 +154,8 @@ def ensure_task(session: Session, response: Response, slot: str, *, reserved_for
 def cancel_open_tasks(session: Session, response_id: int, slots: tuple[str, ...]) -> int:
     t = MarkTask.__table__
     statement = _cached(("cancel", slots), lambda: (
-        update(t).where(t.c.response_id == bindparam("for_response"), t.c.slot.in_(slots),
-                        t.c.status.in_(("open", "leased")))
+        update(t).where(t.c.response_id == bindparam("for_response"), one_of(t.c.slot, slots),
+                        one_of(t.c.status, ("open", "leased")))
         .values(status="cancelled", leased_until=None)))
     result = session.connection().execute(statement, {"for_response": response_id})
     return result.rowcount or 0
@@ -413,18 +414,18 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     now = bindparam("now", type_=t.c.leased_until.type)
     duty = exists().where(d.c.user_id == user_id, d.c.item_id == item_id,
-                          d.c.duty.in_(duties), d.c.status == "active")
+                          one_of(d.c.duty, duties), d.c.status == "active")
     latest = (select(q.c.status)
               .where(q.c.user_id == user_id, q.c.item_id == item_id)
               .order_by(q.c.attempt.desc()).limit(1).scalar_subquery())
     requires_test = exists().where(q.c.item_id == item_id)
     held = (select(t.c.id)
             .where(t.c.marker_id == user_id, t.c.status == "leased", t.c.item_id == item_id,
-                   t.c.slot.in_(held_slots), t.c.leased_until >= now)
+                   one_of(t.c.slot, held_slots), t.c.leased_until >= now)
             .order_by(t.c.id).limit(1).scalar_subquery())
     dealt = (select(func.count()).select_from(a)
              .where(a.c.marker_id == user_id, a.c.item_id == item_id,
-                    a.c.day == bindparam("day", type_=a.c.day.type), a.c.slot.in_(MARKING_SLOTS))
+                    a.c.day == bindparam("day", type_=a.c.day.type), one_of(a.c.slot, MARKING_SLOTS))
              .scalar_subquery())
     excluded = exists().where(Exclusion.__table__.alias("x").c.user_id == user_id)
     # The earliest expiry among the item's leases, compared with now: min() is answered from

@@ -253,3 +253,36 @@ def test_hot_statements_fit_psycopgs_parse_cache(db):
                 if len(st) > _queries.MAX_CACHED_STATEMENT_LENGTH
                 or len(params or {}) > _queries.MAX_CACHED_STATEMENT_PARAMS]
     assert len(statements) >= 8 and too_long == []
+
+
+def test_hot_statements_render_no_lists_per_run(db):
+    """``column.in_(constants)`` makes SQLAlchemy re-render the SQL text with the list on
+    every execution; the claim and submit statements write their constant slots, duties
+    and statuses in once (``marking.statements.one_of``), so none of their statements
+    carries an expanding parameter."""
+    import calibration
+
+    from marking import workbench
+
+    calibration.install()   # calibration's seed counts join the claim's facts, as on a server
+    ids = staffed_subject(db, markers=3)
+    item_id = ids["items"][0]
+    simulate.create_responses_for_testing(db, ids["subject_code"], 4, seed=3)
+    m1, m2, _ = ids["markers"]
+    expanding: list[str] = []
+    executed = [0]
+
+    def grab(_conn, _cursor, statement, _parameters, context, _executemany):
+        executed[0] += 1
+        compiled = getattr(context, "compiled", None)
+        if compiled is not None and compiled.post_compile_params:
+            expanding.append(" ".join(statement.split())[:100])
+
+    first = dispatch.claim_next(db, m1, item_id, now=NOW)
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        dispatch.claim_next(db, m2, item_id, now=NOW)
+        workbench.submit_and_claim_next(db, m1, first.token, "5", request_id="lists-1", item_id=item_id, now=NOW)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    assert executed[0] >= 6 and expanding == []
