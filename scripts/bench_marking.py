@@ -25,7 +25,9 @@ What it does (one run, one backend):
    servers, PostgreSQL and the client (from /proc: independent of other load).
 4. Latency at a stated load (``--latency-at``, default 50 % and 80 % of the saturation
    rate): open-loop Poisson arrivals, each from an idle marker; latency from a mark's
-   scheduled arrival to its answer (no coordinated omission).
+   scheduled arrival to its answer (no coordinated omission). Also the server's own time
+   per answer (its ``Server-Timing`` header: p50, p99) and, for the slowest 1 %, the median
+   share of their latency spent inside the server's request handling.
 5. Raw ceiling in the same run: the same calls (``marking.workbench.submit_and_claim_next``,
    or claim_next/submit_mark with ``--protocol separate``) straight into the
    service layer (``marking.dispatch``/``marking.submission``, calibration hooks installed
@@ -259,6 +261,7 @@ class Session:
         self.cookies: dict[str, str] = {}
         self.csrf: str | None = None
         self._conn: http.client.HTTPConnection | None = None
+        self.server_ms: float | None = None   # the last answer's Server-Timing (the server's own time)
 
     def _connection(self, conn):
         if conn is not None:
@@ -282,6 +285,7 @@ class Session:
             c.request(method, path, body=body, headers=hdrs)
             r = c.getresponse()
             data = r.read()
+            self.server_ms = server_timing(r.getheader("Server-Timing"))
         except (OSError, http.client.HTTPException):
             c.close()   # reconnects on the next request
             raise
@@ -331,6 +335,12 @@ class Session:
             return status, json.loads(data) if data else None
         except ValueError:
             return status, None
+
+
+def server_timing(header: str | None) -> float | None:
+    """``app;dur=12.3`` → 12.3 (web.logs sends the server's own handling time)."""
+    m = re.search(r"\bapp;dur=([0-9.]+)", header or "")
+    return float(m.group(1)) if m else None
 
 
 def source_ip(n: int) -> str:
@@ -454,6 +464,7 @@ class LoadResult:
     submit_ms: list[float]
     errors: dict[str, int]
     cpu_ms_per_mark: dict[str, float] = field(default_factory=dict)
+    server_ms: list[float | None] = field(default_factory=list)   # per submit, beside submit_ms (latency phases)
 
     @property
     def rate(self) -> float:
@@ -463,7 +474,19 @@ class LoadResult:
         return {"marks": self.marks, "seconds": round(self.seconds, 2), "marks_per_s": round(self.rate, 1),
                 **{f"claim_p{p}_ms": round(pct(self.claim_ms, p), 1) for p in (50, 95, 99)},
                 **{f"submit_p{p}_ms": round(pct(self.submit_ms, p), 1) for p in (50, 95, 99)},
-                "errors": dict(self.errors), **({"cpu_ms_per_mark": self.cpu_ms_per_mark} if self.cpu_ms_per_mark else {})}
+                "errors": dict(self.errors), **({"cpu_ms_per_mark": self.cpu_ms_per_mark} if self.cpu_ms_per_mark else {}),
+                **self._tail()}
+
+    def _tail(self) -> dict:
+        """Where the slowest 1 % of requests spent their time: inside the server's request
+        handling (Server-Timing) or before it (client, network, gunicorn's queue)."""
+        pairs = [(total, server) for total, server in zip(self.submit_ms, self.server_ms) if server is not None]
+        if not pairs:
+            return {}
+        cut = pct([total for total, _ in pairs], 99)
+        tail = [server / total for total, server in pairs if total >= cut and total > 0]
+        return {**{f"server_p{p}_ms": round(pct([server for _, server in pairs], p), 1) for p in (50, 99)},
+                "tail_share_in_server": round(statistics.median(tail), 2)}
 
 
 class ChainLagSampler:
@@ -683,6 +706,7 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
     held: dict[int, str] = {}
     idle = collections.deque(range(len(sessions)))
     latencies: list[float] = []
+    server_ms: list[float | None] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
     marks = [0]
@@ -733,6 +757,7 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
                         if due >= t_measure[0]:
                             with lock:
                                 latencies.append((done - due) * 1000)
+                                server_ms.append(s.server_ms)
                                 marks[0] += 1
             except (OSError, http.client.HTTPException) as exc:
                 err(type(exc).__name__)
@@ -774,7 +799,7 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
         t.join(60)
     if skipped:
         errors["arrivals with every marker busy"] = skipped
-    return LoadResult(marks[0], duration, [], latencies, errors)
+    return LoadResult(marks[0], duration, [], latencies, errors, server_ms=server_ms)
 
 
 def _raw_process(url: str, item_id: int, marker_ids: list[int], threads: int, duration: float,

@@ -3,7 +3,8 @@
 Request log fields: ``request_id`` (the proxy's ``X-Request-ID`` when well-formed, else a
 new one; echoed in the response), ``user_id`` (numeric id only), ``method``, ``route``
 (the URL *rule*, e.g. ``/api/v1/items/<int:item_id>/claim`` — never the query string),
-``status``, ``duration_ms``, ``pid``. Never logged: headers, cookies, query strings,
+``status``, ``duration_ms``, ``pid``. The duration is also sent back as
+``Server-Timing: app;dur=<ms>``. Never logged: headers, cookies, query strings,
 form or JSON bodies, usernames, candidate data — so no secrets or personal data.
 Other log lines written while a request is handled carry its ``request_id`` too.
 """
@@ -83,6 +84,10 @@ def _finish(response):
     count_request(response.status_code)
     if g.get("request_id"):
         response.headers.setdefault("X-Request-ID", g.request_id)
+    if duration is not None:
+        # The server's own share of a request's time (standard header, shown by browsers'
+        # developer tools): the load benchmark splits a latency tail into server and queue.
+        response.headers["Server-Timing"] = f"app;dur={duration:.1f}"
     if rule != "/static/<path:filename>":
         log.info("%s %s %s", request.method, rule or "<unmatched>", response.status_code,
                  extra={"request_id": g.get("request_id"), "user_id": getattr(user, "id", None),

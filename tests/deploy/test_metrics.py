@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from tests.deploy.deploy_support import make_app
 from web.logs import JsonFormatter
@@ -69,6 +70,7 @@ def test_request_log_fields_json(settings, db, caplog):
     with caplog.at_level(logging.INFO, logger="web.request"):
         r = actor.client.get("/healthz?password=hunter2", headers={"X-Request-ID": "req-12345678"})
     assert r.headers["X-Request-ID"] == "req-12345678"
+    assert re.fullmatch(r"app;dur=\d+\.\d", r.headers["Server-Timing"])
     record = [rec for rec in caplog.records if rec.name == "web.request"][-1]
     entry = json.loads(JsonFormatter().format(record))
     assert entry["request_id"] == "req-12345678" and entry["route"] == "/healthz" and entry["status"] == 200
