@@ -2,7 +2,7 @@
 from .base import Base, UTCDateTime, utcnow
 from .exam import CardTemplate, ExamSession, Item, MarkingScheme, ResolutionPolicy, Subject
 from .people import (ROLES, Exclusion, ItemDuty, LoginSession, Qualification, User, UserRole)
-from .scanning import (AnswerKey, AnswerKeySignoff, Candidate, Card, ObjectiveAnswer, OmrRead,
+from .scanning import (AnswerKey, AnswerKeySignoff, Candidate, Card, ObjectiveAnswer, OmrRead, OmrTrialRun,
                        PageImage, Registration, ScanBatch, Script, SpotCheck)
 from .work import (LIVE_SLOTS, SLOTS, Mark, MarkTask, ProcessScore, RegisterEntry, Resolution,
                    Response, ReviewRequest, ReviewSample, ScoreChange)

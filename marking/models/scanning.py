@@ -260,3 +260,46 @@ class ItemClip(Base):
     preflags: Mapped[str] = mapped_column(Text, default="[]")
     template_hash: Mapped[str] = mapped_column(sha256_column())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+TRIAL_SOURCES = ("synthetic", "scans")
+
+
+class OmrTrialRun(Base):
+    """R-OMR-1: a trial run of the recognition system on a deck with known markings.
+
+    Every card of the deck is read by both methods and compared with its truth; the run
+    passed only when nothing differed and nothing was doubted. A live batch needs a
+    passed trial for exactly its subject, template hash, recognition version and
+    settings hash (:func:`marking.batches.create_batch`), so a changed template or
+    recognition setting needs a new trial. Rows are history: never edited.
+    """
+
+    __tablename__ = "omr_trial_run"
+    __table_args__ = (
+        Index("ix_omr_trial_run_frozen", "subject_id", "template_hash", "recognition_version", "settings_hash"),
+        CheckConstraint("cards_read > 0", name="cards_read"),
+        CheckConstraint("mismatches >= 0", name="mismatches"),
+        CheckConstraint("cards_failed >= 0 AND cards_failed <= cards_read", name="cards_failed"),
+        # passed exactly when no card differed from its truth
+        CheckConstraint("(passed AND mismatches = 0 AND cards_failed = 0) OR "
+                        "(NOT passed AND mismatches > 0 AND cards_failed > 0)", name="passed_iff_clean"),
+        CheckConstraint("finished_at >= started_at", name="finished_after_start"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"))
+    card_template_id: Mapped[int] = mapped_column(ForeignKey("card_template.id"))
+    template_hash: Mapped[str] = mapped_column(sha256_column())
+    recognition_version: Mapped[str] = mapped_column(String(40))
+    settings_hash: Mapped[str] = mapped_column(sha256_column())
+    source: Mapped[str] = mapped_column(enum_column("trial_source", TRIAL_SOURCES))
+    cards_read: Mapped[int] = mapped_column(Integer)
+    mismatches: Mapped[int] = mapped_column(Integer)
+    cards_failed: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[str] = mapped_column(Text)              # canonical JSON: every card and its mismatches
+    report_sha256: Mapped[str] = mapped_column(sha256_column())
+    run_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,90 @@
+"""R-OMR-1 trial runs: the recognition system is tested on a deck with known markings
+before live reading, and no live batch starts without a passed trial for exactly its
+subject, card template, recognition version and settings (both databases)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from marking import batches, ledger
+from marking.models import OmrTrialRun
+from omr import batch_adapter as adapter
+from omr.trial import run_trial
+
+from tests.batches.batch_helpers import write_cards
+from tests.batches.conftest import build_world
+
+
+def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2):
+    """n scanned test cards and their expected-answers file; ``wrong_card``'s item 3
+    is deliberately given a wrong expected answer."""
+    folder = tmp_path / "deck"
+    truths = write_cards(folder, world.roll, n)
+    cards = []
+    for i in range(n):
+        truth = truths[world.roll[i]]
+        answers = dict(truth.answers)
+        if i == wrong_card:
+            answers["3"] = "D" if answers["3"] != "D" else "A"
+        cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
+                      "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({"cards": cards}))
+    return folder, expected
+
+
+def test_r_omr_1_synthetic_trial_passes_and_is_recorded_with_a_ledger_entry(db):
+    world = build_world(db)
+    report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=2, dpi=100)
+    assert report.passed and report.mismatches == 0 and len(report.cards) == 2
+    with db.read() as s:
+        row = s.execute(select(OmrTrialRun)).scalar_one()
+        assert (row.id, row.passed, row.cards_read, row.mismatches, row.cards_failed, row.source) == \
+            (report.trial_id, True, 2, 0, 0, "synthetic")
+        assert (row.template_hash, row.recognition_version, row.settings_hash) == \
+            (report.template_hash, adapter.RECOGNITION_VERSION, adapter.SETTINGS_HASH)
+        assert row.subject_id == world.subject_id and row.run_by == world.users["tech1"]
+        assert row.finished_at >= row.started_at
+        [data] = ledger.recorded_data(s, action="omr.trial_run", entity="omr_trial_run", entity_id=str(row.id))
+    recorded = json.loads(data)
+    assert recorded["passed"] is True and recorded["report_sha256"] == row.report_sha256
+    assert recorded["subject"] == world.subject_code and recorded["template_hash"] == row.template_hash
+
+def test_r_omr_1_wrong_expected_answers_fail_the_trial_and_name_the_card(db, settings, tmp_path):
+    world = build_world(db)
+    folder, expected = _scanned_deck(tmp_path, world, wrong_card=1)
+    report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
+                       expected_file=expected)
+    assert not report.passed
+    assert report.failed_cards == ["scan-0001.jpg"]
+    [bad] = [c for c in report.cards if c["mismatches"]]
+    assert {(m["method"], m["field"], m["item"]) for m in bad["mismatches"]} == {("a", "item", "3"), ("b", "item", "3")}
+    with db.read() as s:
+        row = s.execute(select(OmrTrialRun)).scalar_one()
+        assert (row.passed, row.cards_read, row.cards_failed, row.mismatches) == (False, 2, 1, 2)
+        assert "scan-0001.jpg" in row.report
+    # the same deck with the right answers passes
+    folder, expected = _scanned_deck(tmp_path / "again", world)
+    assert run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
+                     expected_file=expected).passed
+
+
+def test_r_omr_1_trial_record_constraints(db):
+    """passed exactly when nothing differed; counts are sane (CHECK constraints)."""
+    world = build_world(db)
+    run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=1, dpi=100)
+    for values in ({"passed": True, "mismatches": 1, "cards_failed": 1}, {"passed": False},
+                   {"cards_failed": 5}, {"mismatches": -1}):
+        with pytest.raises(IntegrityError):
+            with db.write() as s:
+                s.execute(update(OmrTrialRun).where(OmrTrialRun.subject_id == world.subject_id).values(**values))
+    with pytest.raises(batches.BatchError, match="at least one card"):
+        from marking.trials import record_trial_run
+        record_trial_run(db, world.subject_code, template_hash="0" * 64, recognition_version="x", settings_hash="0" * 64,
+                         source="synthetic", cards=[], actor_id=world.users["tech1"],
+                         started_at=dt.datetime.now(dt.timezone.utc))
+
