@@ -1,5 +1,7 @@
 """Scanner-batch sub-commands of ``marking-centre`` (``register(subparsers)``).
 
+batch trial --subject S --user U [--synthetic N | --cards DIR --expected FILE]
+                                                   R-OMR-1 trial run before live reading
 batch ingest PATH --subject S [--scanner ID]      ingest with a progress bar
 batch status [BATCH]                               batches, OMR queue, nodes last seen
 batch settle BATCH                                 assemble scripts, item images → marking
@@ -108,6 +110,43 @@ def cmd_ingest(args, ctx) -> int:
     summary.pop("new_cards", None)
     _print(summary)
     return 0
+
+
+@_guard
+def cmd_trial(args, ctx) -> int:
+    """R-OMR-1: read a trial deck with both methods, compare with its truth, record it."""
+    from .trial import describe, run_trial
+    if (args.cards is None) != (args.expected is None):
+        raise ValueError("--cards DIR and --expected FILE go together (a scanned trial deck)")
+    if args.cards is not None and args.synthetic is not None:
+        raise ValueError("give either --cards/--expected or --synthetic N, not both")
+
+    def progress(event: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(f"\r[trial] {event['done']}/{event['total']} cards read, last {event['card']}: "
+                  f"{'ok' if event['ok'] else 'MISMATCH'}", end="\n" if event["done"] == event["total"] else "",
+                  file=sys.stderr, flush=True)
+
+    report = run_trial(ctx.db, args.subject, actor_id=_user_id(ctx, args.user), cards_dir=args.cards,
+                       expected_file=args.expected, synthetic=args.synthetic, seed=args.seed, dpi=args.dpi,
+                       progress=progress)
+    if args.json:
+        _print(report.as_dict())
+        return 0 if report.passed else 1
+    print(f"trial run {report.trial_id} of subject {report.subject} ({report.source} deck, {len(report.cards)} cards)")
+    print(f"  card template {report.template_hash}")
+    print(f"  recognition   {report.recognition_version}, settings {report.settings_hash}")
+    if report.passed:
+        print(f"PASSED: every card was read correctly by both methods; live batches of {report.subject} may be "
+              "ingested with this template and these settings (R-OMR-1)")
+        return 0
+    print(f"FAILED: {len(report.failed_cards)} of {len(report.cards)} cards differ from their truth "
+          f"({report.mismatches} mismatches):")
+    for card in report.cards:
+        for m in card["mismatches"]:
+            print(f"  {describe(card['card'], m)}")
+    print("no live batch can be ingested until a trial of this template and these settings passes (R-OMR-1)")
+    return 1
 
 
 @_guard
@@ -311,6 +350,22 @@ def cmd_export_verify(args, ctx) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     batch = sub.add_parser("batch", help="scanner batches").add_subparsers(dest="batch_command", required=True)
+    p = batch.add_parser("trial", help="R-OMR-1 trial run: read a deck with known markings before live reading",
+                         description="Read a trial deck with both recognition methods and compare every field "
+                                     "with the known truth; record the result. Exit 0 passed, 1 failed, "
+                                     "2 bad arguments or deck. A live batch needs a passed trial for its "
+                                     "subject's current card template and recognition settings (R-OMR-1).")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--user", required=True, help="the technician running the trial")
+    p.add_argument("--cards", help="folder of scanned test cards (with --expected)")
+    p.add_argument("--expected", help="expected-answers JSON file for --cards (see docs/batches.md)")
+    p.add_argument("--synthetic", type=int, metavar="N",
+                   help="render N cards from the template with known markings (default when no --cards: 4)")
+    p.add_argument("--seed", type=int, default=1, help="synthetic deck seed")
+    p.add_argument("--dpi", type=float, default=150, help="synthetic deck scan resolution")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_trial)
     p = batch.add_parser("ingest", help="ingest a folder or file of scans as a new batch")
     p.add_argument("path")
     p.add_argument("--subject", required=True)
