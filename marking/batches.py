@@ -1,6 +1,8 @@
 """Scanner batches: bookkeeping, exception register, ID corrections, assembly, reconciliation.
 
-* R-OMR-1: a batch freezes its card template (content hash), recognition version and
+* R-OMR-1: a batch needs a passed trial run (:mod:`marking.trials`, read by
+  :mod:`omr.trial`) for exactly its subject, template hash, recognition version and
+  settings hash; it freezes its card template (content hash), recognition version and
   recognition-settings hash when it is created; results made with anything else are
   refused (:mod:`marking.omr_queue`), and changing a subject's template while one of
   its batches is live is refused (:func:`check_template_change`).
@@ -31,8 +33,8 @@ from sqlalchemy.orm import Session
 from . import events, ledger, templates
 from .access import NotAllowed, active_user, require_role
 from .candidates import candidate_number_problems
-from .models import (Candidate, Card, CardTemplate, ExamSession, Item, OmrRead, PageImage, RegisterEntry,
-                     Registration, Response, ScanBatch, Script, Subject)
+from .models import (Candidate, Card, CardTemplate, ExamSession, Item, OmrRead, OmrTrialRun, PageImage,
+                     RegisterEntry, Registration, Response, ScanBatch, Script, Subject)
 from .models.scanning import ItemClip
 from .omr_compare import canonical, raise_exception, summarise
 from .omr_queue import batch_topic, enqueue_reads, queue_status
@@ -76,10 +78,23 @@ def find_subject(session: Session, code: str) -> Subject:
 def create_batch(session: Session, subject: Subject, *, recognition_version: str, settings_hash: str,
                  scanner_id: str | None = None, code: str | None = None, actor_id: int | None = None,
                  now: dt.datetime | None = None) -> ScanBatch:
-    """A new batch with the subject's card template frozen by hash (R-OMR-1)."""
+    """A new batch with the subject's card template frozen by hash (R-OMR-1).
+
+    Refused (``BatchError``) unless a trial run passed for exactly this subject, card
+    template hash, recognition version and settings hash (R-OMR-1: the equipment and
+    the recognition system are tested before live reading).
+    """
     if subject.card_template_id is None:
         raise BatchError(f"subject {subject.code} has no card template; import one with the exam spec")
     template = session.get(CardTemplate, subject.card_template_id)
+    trial_id = passed_trial_id(session, subject, template_hash=template.content_hash,
+                               recognition_version=recognition_version[:40], settings_hash=settings_hash)
+    if trial_id is None:
+        raise BatchError(
+            f"R-OMR-1: no passed trial run of the recognition system for subject {subject.code} with card template "
+            f"{template.content_hash[:12]}, recognition {recognition_version} and settings {settings_hash[:12]}; "
+            f"before live reading a technician runs `marking-centre batch trial --subject {subject.code} --user NAME` "
+            "(a synthetic deck, or --cards DIR --expected FILE for scanned test cards)")
     now = _now(now)
     if code is None:
         n = session.scalar(select(func.count()).select_from(ScanBatch).where(ScanBatch.subject_id == subject.id)) or 0
@@ -93,9 +108,19 @@ def create_batch(session: Session, subject: Subject, *, recognition_version: str
     ledger.append(session, actor_id=actor_id, action="batch.created", entity="scan_batch", entity_id=batch.id,
                   data={"code": batch.code, "subject": subject.code, "template_hash": batch.template_hash,
                         "recognition_version": batch.recognition_version, "settings_hash": settings_hash,
-                        "scanner_id": scanner_id})
+                        "scanner_id": scanner_id, "trial_run_id": trial_id})
     events.publish(session, batch_topic(batch.id), "batch.created", {"batch_id": batch.id, "code": batch.code})
     return batch
+
+
+def passed_trial_id(session: Session, subject: Subject, *, template_hash: str, recognition_version: str,
+                    settings_hash: str) -> int | None:
+    """The latest passed trial run (R-OMR-1) for exactly these frozen values, or None."""
+    return session.scalar(
+        select(OmrTrialRun.id).where(OmrTrialRun.subject_id == subject.id, OmrTrialRun.template_hash == template_hash,
+                                     OmrTrialRun.recognition_version == recognition_version,
+                                     OmrTrialRun.settings_hash == settings_hash, OmrTrialRun.passed.is_(True))
+        .order_by(OmrTrialRun.id.desc()).limit(1))
 
 
 def check_template_change(session: Session, subject_id: int) -> None:

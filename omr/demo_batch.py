@@ -3,8 +3,9 @@
 ``make_demo_batch(out_dir, template, roll_numbers, n_cards=200, seed=2026)`` writes
 ~200 filled, scanned cards (omr.synthetic) with realistic artefacts: faint marks,
 erasures, a mis-filled candidate number (ID error), a torn card, a duplicate scan and
-a truncated file. ``run_demo_batch(db, settings)`` ingests them, reads them on two
-OMR nodes (two local processes), assembles scripts, cuts item images for marking,
+a truncated file. ``run_demo_batch(db, settings)`` first runs a synthetic R-OMR-1
+trial run (tech1), then ingests them, reads them on two OMR nodes (two local
+processes), assembles scripts, cuts item images for marking,
 has the key entered (keyofficer), signed (reviewer, authority) and locked, scores,
 and draws the spot-check sample. The exceptions it produces are left for the demo's
 technicians (tech1 proposes, tech2 confirms).
@@ -159,9 +160,11 @@ def _user(session, username: str) -> int:
 
 def run_demo_batch(db, settings, *, subject_code: str = "00015", n_cards: int = 200, seed: int = 2026,
                    out_dir: str | Path | None = None, processes: bool = True, say=print) -> dict[str, Any]:
-    """Ingest, double-read on two nodes, assemble, key (entered/signed/locked), score, spot-check sample."""
+    """Trial run (R-OMR-1), ingest, double-read on two nodes, assemble, key (entered/signed/locked),
+    score, spot-check sample."""
     from omr.template import load_template
     from .ingest import ingest_path
+    from .trial import run_trial
     from .worker import Worker, spawn_nodes
     started = time.monotonic()
     with db.read() as session:
@@ -181,6 +184,12 @@ def run_demo_batch(db, settings, *, subject_code: str = "00015", n_cards: int = 
         made = make_demo_batch(scans, template, roll, n_cards, seed=seed, subject_code=subject_code)
         say(f"{made['files']} scan files written to {scans}")
     key = json.loads((scans / ".ground-truth.json").read_text())["key"]
+    # R-OMR-1: the recognition system is tested on a deck with known markings before live reading.
+    trial = run_trial(db, subject_code, actor_id=people["tech1"], synthetic=4, seed=seed)
+    if not trial.passed:
+        raise RuntimeError(f"trial run {trial.trial_id} of {subject_code} failed: {', '.join(trial.failed_cards)}")
+    say(f"trial run {trial.trial_id}: {len(trial.cards)} synthetic cards read correctly by both methods "
+        f"(tech1; template {trial.template_hash[:12]}…, settings {trial.settings_hash[:12]}…)")
     report = ingest_path(db, settings, scans, subject_code, scanner_id="demo-scanner-1", actor_id=people["tech1"])
     say(f"batch {report.batch_code}: {report.accepted} pages accepted, {report.rejected} rejected, "
         f"{report.duplicates} duplicate")
@@ -213,5 +222,6 @@ def run_demo_batch(db, settings, *, subject_code: str = "00015", n_cards: int = 
     scored = answer_keys.score_subject(db, subject_code, actor_id=people["authority"])
     sample = spotcheck.sample_spot_check(db, subject_code, actor_id=people["authority"])
     say(f"objective scores: {scored['scored']} scripts; spot-check sample of {len(sample['sample'])} cards drawn")
-    return {"batch": report.as_dict() | {"new_cards": None}, "settled": settled, "key": locked, "scored": scored,
+    return {"trial": {k: v for k, v in trial.as_dict().items() if k != "cards"},
+            "batch": report.as_dict() | {"new_cards": None}, "settled": settled, "key": locked, "scored": scored,
             "spot_check": sample, "seconds": round(time.monotonic() - started, 1)}

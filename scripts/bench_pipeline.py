@@ -72,6 +72,9 @@ def setup_db(url: str, key: dict[str, str]):
             s.flush()
             ids[name] = u.id
     batches.attach_template(db, "00015", demo_template_body())
+    from omr.trial import run_trial   # R-OMR-1: a passed trial run before live reading (not timed)
+    if not run_trial(db, "00015", actor_id=ids["tech1"], synthetic=2).passed:
+        raise SystemExit("R-OMR-1 trial run failed; no live batch")
     k = answer_keys.enter_key(db, "00015", ids["keyofficer"], key)
     answer_keys.sign_key(db, k.id, ids["reviewer"], "reviewer")
     answer_keys.sign_key(db, k.id, ids["authority"], "authority_officer")

@@ -28,7 +28,16 @@ class World:
     items: dict[str, int] = field(default_factory=dict)
 
 
-def build_world(db, template_body=None, *, subject_code="00015", roll=ROLL) -> World:
+def pass_trial(db, subject_code: str, technician_id: int):
+    """R-OMR-1: what a technician does before live reading — a real (small, cheap) synthetic
+    trial run of the subject's current template with the live recognition settings."""
+    from omr.trial import run_trial
+    report = run_trial(db, subject_code, actor_id=technician_id, synthetic=1, dpi=100)
+    assert report.passed, report.as_dict()
+    return report
+
+
+def build_world(db, template_body=None, *, subject_code="00015", roll=ROLL, trial=True) -> World:
     with db.write() as s:
         exam = ExamSession(code="ZK-2026-10", name="test", kind="self_taught", year=2026, sitting=2)
         s.add(exam)
@@ -62,6 +71,8 @@ def build_world(db, template_body=None, *, subject_code="00015", roll=ROLL) -> W
         s.flush()
         world = World(subject_code, subject.id, users, list(roll), {k: v.id for k, v in items.items()})
     batches.attach_template(db, subject_code, template_body or small_template())
+    if trial:
+        pass_trial(db, subject_code, world.users["tech1"])
     return world
 
 

@@ -22,6 +22,7 @@ def test_demo_batch_small(db, settings, tmp_path):
             s.add(u)
     result = run_demo_batch(db, settings, n_cards=12, out_dir=tmp_path / "scans", processes=False,
                             say=lambda *_: None)
+    assert result["trial"]["passed"] and result["trial"]["cards_read"] == 4   # R-OMR-1: trial before live reading
     assert result["batch"]["accepted"] == 12 and result["batch"]["duplicates"] == 1
     assert result["batch"]["rejected"] == 1
     reasons = {e.reason for e in batches.list_exceptions(db)}

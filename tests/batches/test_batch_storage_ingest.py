@@ -18,6 +18,7 @@ from omr.template import load_template
 
 from tests.batches.batch_cards import scan, two_page_template
 from tests.batches.batch_helpers import ANSWERS, run_nodes_inline
+from tests.batches.conftest import pass_trial
 
 
 def test_store_is_content_addressed_and_write_once(tmp_path):
@@ -54,6 +55,7 @@ def test_disk_full_rejects_pages_with_a_clear_reason(db, settings, world, tmp_pa
 
 def test_multipage_tiff_pdf_and_two_page_scripts(db, settings, world, store, tmp_path):
     batches.attach_template(db, world.subject_code, two_page_template())
+    pass_trial(db, world.subject_code, world.users["tech1"])   # a new template needs a new trial (R-OMR-1)
     template = load_template(two_page_template())
     folder = tmp_path / "in"
     folder.mkdir()
@@ -110,6 +112,7 @@ def test_rescan_is_linked_and_original_kept(db, settings, world, store, tmp_path
     Image.fromarray(damaged).save(buf, format="PNG")
     (folder / "torn.png").write_bytes(buf.getvalue())
     batches.attach_template(db, world.subject_code, two_page_template())
+    pass_trial(db, world.subject_code, world.users["tech1"])   # a new template needs a new trial (R-OMR-1)
     report = ingest_path(db, settings, folder, world.subject_code, store=store)
     run_nodes_inline(db, store)
     [ex] = batches.list_exceptions(db)
@@ -134,6 +137,7 @@ def test_rescan_is_linked_and_original_kept(db, settings, world, store, tmp_path
 def test_following_page_waits_for_its_identity_page_decision(db, settings, world, store, tmp_path):
     from omr.synthetic import Special
     batches.attach_template(db, world.subject_code, two_page_template())
+    pass_trial(db, world.subject_code, world.users["tech1"])   # a new template needs a new trial (R-OMR-1)
     template = load_template(two_page_template())
     folder = tmp_path / "in"
     folder.mkdir()

@@ -13,13 +13,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from marking import batches, ledger
-from marking.models import OmrTrialRun
+from marking.models import OmrTrialRun, ScanBatch
 from omr import batch_adapter as adapter
 from omr import batch_cli
+from omr.ingest import ingest_path
 from omr.trial import run_trial
 
+from tests.batches.batch_cards import two_page_template
 from tests.batches.batch_helpers import write_cards
-from tests.batches.conftest import build_world
+from tests.batches.conftest import build_world, pass_trial
 
 
 def _run_cli(ctx, *argv):
@@ -48,8 +50,17 @@ def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2)
     return folder, expected
 
 
+def _create(db, world, **overrides):
+    def work(s):
+        subject = batches.find_subject(s, world.subject_code)
+        values = {"recognition_version": adapter.RECOGNITION_VERSION, "settings_hash": adapter.SETTINGS_HASH}
+        values.update(overrides)
+        return batches.create_batch(s, subject, **values).id
+    return db.run(work, retry_integrity=False)
+
+
 def test_r_omr_1_synthetic_trial_passes_and_is_recorded_with_a_ledger_entry(db):
-    world = build_world(db)
+    world = build_world(db, trial=False)
     report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=2, dpi=100)
     assert report.passed and report.mismatches == 0 and len(report.cards) == 2
     with db.read() as s:
@@ -64,9 +75,15 @@ def test_r_omr_1_synthetic_trial_passes_and_is_recorded_with_a_ledger_entry(db):
     recorded = json.loads(data)
     assert recorded["passed"] is True and recorded["report_sha256"] == row.report_sha256
     assert recorded["subject"] == world.subject_code and recorded["template_hash"] == row.template_hash
+    # and now a live batch may start, naming the trial it relies on
+    batch_id = _create(db, world)
+    with db.read() as s:
+        [created] = ledger.recorded_data(s, action="batch.created", entity="scan_batch", entity_id=str(batch_id))
+    assert json.loads(created)["trial_run_id"] == row.id
+
 
 def test_r_omr_1_wrong_expected_answers_fail_the_trial_and_name_the_card(db, settings, tmp_path):
-    world = build_world(db)
+    world = build_world(db, trial=False)
     folder, expected = _scanned_deck(tmp_path, world, wrong_card=1)
     report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
                        expected_file=expected)
@@ -78,15 +95,40 @@ def test_r_omr_1_wrong_expected_answers_fail_the_trial_and_name_the_card(db, set
         row = s.execute(select(OmrTrialRun)).scalar_one()
         assert (row.passed, row.cards_read, row.cards_failed, row.mismatches) == (False, 2, 1, 2)
         assert "scan-0001.jpg" in row.report
+    # a failed trial does not open live reading
+    with pytest.raises(batches.BatchError, match="no passed trial run"):
+        ingest_path(db, settings, folder, world.subject_code)
     # the same deck with the right answers passes
     folder, expected = _scanned_deck(tmp_path / "again", world)
     assert run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
                      expected_file=expected).passed
 
 
+def test_r_omr_1_create_batch_refused_without_a_passed_trial_and_after_changes(db, settings, tmp_path):
+    world = build_world(db, trial=False)
+    tech = world.users["tech1"]
+    write_cards(tmp_path / "scans", world.roll, 1)
+    with pytest.raises(batches.BatchError, match=r"marking-centre batch trial --subject 00015"):
+        ingest_path(db, settings, tmp_path / "scans", world.subject_code)
+    with db.read() as s:
+        assert s.scalar(select(ScanBatch.id)) is None
+    pass_trial(db, world.subject_code, tech)
+    # other recognition settings or another recognition version: the trial does not cover them
+    with pytest.raises(batches.BatchError, match="R-OMR-1"):
+        _create(db, world, settings_hash="0" * 64)
+    with pytest.raises(batches.BatchError, match="R-OMR-1"):
+        _create(db, world, recognition_version="omr-a/9.9+omr-b/9.9")
+    # a new card template needs a new trial
+    batches.attach_template(db, world.subject_code, two_page_template())
+    with pytest.raises(batches.BatchError, match="no passed trial run"):
+        _create(db, world)
+    pass_trial(db, world.subject_code, tech)
+    assert _create(db, world)
+
+
 def test_r_omr_1_trial_record_constraints(db):
     """passed exactly when nothing differed; counts are sane (CHECK constraints)."""
-    world = build_world(db)
+    world = build_world(db, trial=False)
     run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=1, dpi=100)
     for values in ({"passed": True, "mismatches": 1, "cards_failed": 1}, {"passed": False},
                    {"cards_failed": 5}, {"mismatches": -1}):
@@ -101,7 +143,7 @@ def test_r_omr_1_trial_record_constraints(db):
 
 
 def test_r_omr_1_cli_trial_exits_0_on_pass_and_1_on_fail(db, settings, tmp_path, capsys):
-    world = build_world(db)
+    world = build_world(db, trial=False)
     ctx = SimpleNamespace(db=db, settings=settings)
     code = world.subject_code
     assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--synthetic", "1",

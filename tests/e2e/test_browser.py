@@ -125,8 +125,10 @@ def test_technician_upload_progress(browser, server, tmp_path):
     from tests.batches.batch_cards import small_template
     from tests.batches.batch_helpers import write_cards
 
+    from tests.batches.conftest import pass_trial
     db, settings = server["db"], server["settings"]
     batches.attach_template(db, "00015", small_template())
+    pass_trial(db, "00015", server["world"].users["tech"])      # R-OMR-1: a trial run before live reading
     folder = tmp_path / "scans"
     write_cards(folder, [f"4501262{n:05d}" for n in range(1, 5)], 4)
     page = open_as(browser, server["base"], "tech")
