@@ -186,8 +186,13 @@ def _check_truth(name: str, entry: dict[str, Any], template: Template) -> dict[s
     for field_, present in (("candidate_number", pg.candidate_number), ("subject_code", pg.subject_code)):
         if present and field_ not in entry:
             raise BatchError(f"{name}: expected answers need \"{field_}\" (null if left blank)")
-    return {"page": page_code, "candidate_number": entry.get("candidate_number") if pg.candidate_number else None,
-            "subject_code": entry.get("subject_code") if pg.subject_code else None,
+
+    def text(key: str, present: Any) -> str | None:
+        value = entry.get(key) if present else None
+        return None if value in (None, "") else str(value)
+
+    return {"page": page_code, "candidate_number": text("candidate_number", pg.candidate_number),
+            "subject_code": text("subject_code", pg.subject_code),
             "absent": bool(entry.get("absent", False)), "answers": {c: answers[c] for c in codes}}
 
 

@@ -32,9 +32,10 @@ def _run_cli(ctx, *argv):
     return args.handler(args, ctx)
 
 
-def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2):
+def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2, as_typed: bool = False):
     """n scanned test cards and their expected-answers file; ``wrong_card``'s item 3
-    is deliberately given a wrong expected answer."""
+    is deliberately given a wrong expected answer. ``as_typed``: options in lower case and
+    reverse order, as a technician might type them (the same sets)."""
     folder = tmp_path / "deck"
     truths = write_cards(folder, world.roll, n)
     cards = []
@@ -43,6 +44,8 @@ def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2)
         answers = dict(truth.answers)
         if i == wrong_card:
             answers["3"] = "D" if answers["3"] != "D" else "A"
+        if as_typed:
+            answers = {k: v[::-1].lower() for k, v in answers.items()}
         cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
                       "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
     expected = tmp_path / "expected.json"
@@ -99,7 +102,7 @@ def test_r_omr_1_wrong_expected_answers_fail_the_trial_and_name_the_card(db, set
     with pytest.raises(batches.BatchError, match="no passed trial run"):
         ingest_path(db, settings, folder, world.subject_code)
     # the same deck with the right answers passes
-    folder, expected = _scanned_deck(tmp_path / "again", world)
+    folder, expected = _scanned_deck(tmp_path / "again", world, as_typed=True)
     assert run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
                      expected_file=expected).passed
 
