@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from . import ledger
 from .access import active_user, require_role
-from .batches import TECH_ROLES, BatchError, find_subject
-from .models import CardTemplate, OmrTrialRun
+from .batches import TECH_ROLES, BatchError, find_subject, passed_trial_id
+from .models import CardTemplate, OmrTrialRun, Subject
 from .models.scanning import TRIAL_SOURCES
 from .omr_compare import canonical
 
@@ -118,3 +119,28 @@ def list_trials(db, subject_code: str) -> list[TrialRecord]:
         rows = session.execute(select(OmrTrialRun).where(OmrTrialRun.subject_id == subject.id)
                                .order_by(OmrTrialRun.id)).scalars().all()
         return [_record(r, subject.code) for r in rows]
+
+
+def trial_status(db, subject_code: str, *, recognition_version: str, settings_hash: str) -> dict[str, Any]:
+    """Whether a live batch of the subject may start now (R-OMR-1): the subject's current
+    card-template hash and the latest passed trial for it with these recognition values
+    (``passed_trial_id`` None = no live batch until a trial passes)."""
+    with db.read() as session:
+        subject = find_subject(session, subject_code)
+        template = session.get(CardTemplate, subject.card_template_id) if subject.card_template_id else None
+        trial_id = None if template is None else passed_trial_id(
+            session, subject, template_hash=template.content_hash, recognition_version=recognition_version[:40],
+            settings_hash=settings_hash)
+        return {"subject": subject.code, "template_hash": template.content_hash if template else None,
+                "recognition_version": recognition_version, "settings_hash": settings_hash,
+                "passed_trial_id": trial_id}
+
+
+def trial_report(db, trial_id: int) -> tuple[TrialRecord, list[dict[str, Any]]]:
+    """One recorded trial and its per-card report (``{"card", "mismatches"}``)."""
+    with db.read() as session:
+        row = session.get(OmrTrialRun, trial_id)
+        if row is None:
+            raise BatchError(f"no trial run {trial_id}")
+        code = session.get(Subject, row.subject_id).code
+        return _record(row, code), json.loads(row.report)["cards"]

@@ -248,10 +248,23 @@ def describe(card: str, m: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- the run
 
-def run_trial(db, subject_code: str, *, actor_id: int, cards_dir: str | Path | None = None,
-              expected_file: str | Path | None = None, synthetic: int | None = None, seed: int = 1,
-              dpi: float = 150, progress: Progress | None = None) -> TrialReport:
-    """Read a trial deck with the live recognition system, compare, record (R-OMR-1)."""
+@dataclass
+class PreparedTrial:
+    """A trial deck ready to be read: checked arguments, the subject's template, the cards."""
+    subject: str
+    template: Template
+    source: str
+    deck: list[TrialCard]
+    started: dt.datetime
+
+
+def prepare_trial(db, subject_code: str, *, actor_id: int, cards_dir: str | Path | None = None,
+                  expected_file: str | Path | None = None, synthetic: int | None = None, seed: int = 1,
+                  dpi: float = 150) -> PreparedTrial:
+    """Everything of a trial run before the reading: the technician check, the subject's
+    template and the deck (a bad deck or expected-answers file is refused here, before
+    any card is read and before anything is recorded). The cards hold their bytes, so
+    ``cards_dir`` may be removed once this returns."""
     if (cards_dir is None) != (expected_file is None):
         raise BatchError("a scanned trial deck needs both the cards folder and the expected-answers file")
     if cards_dir is not None and synthetic is not None:
@@ -264,7 +277,15 @@ def run_trial(db, subject_code: str, *, actor_id: int, cards_dir: str | Path | N
     else:
         size = 4 if synthetic is None else synthetic
         source, deck = "synthetic", synthetic_deck(template, size, subject_code=code, seed=seed, dpi=dpi)
-    report = TrialReport(code, source, template.content_hash, adapter.RECOGNITION_VERSION, adapter.SETTINGS_HASH)
+    return PreparedTrial(code, template, source, deck, started)
+
+
+def read_trial(db, prepared: PreparedTrial, *, actor_id: int, progress: Progress | None = None) -> TrialReport:
+    """Read a prepared deck by both methods, compare with the truth, record (R-OMR-1)."""
+    template, code = prepared.template, prepared.subject
+    report = TrialReport(code, prepared.source, template.content_hash, adapter.RECOGNITION_VERSION,
+                         adapter.SETTINGS_HASH)
+    deck = prepared.deck
     for n, card in enumerate(deck, start=1):
         mismatches = check_card(card, template, code)
         report.cards.append({"card": card.name, "mismatches": mismatches})
@@ -272,7 +293,16 @@ def run_trial(db, subject_code: str, *, actor_id: int, cards_dir: str | Path | N
             progress({"card": card.name, "done": n, "total": len(deck), "ok": not mismatches})
     record = trials.record_trial_run(db, code, template_hash=report.template_hash,
                                      recognition_version=report.recognition_version,
-                                     settings_hash=report.settings_hash, source=source, cards=report.cards,
-                                     actor_id=actor_id, started_at=started)
+                                     settings_hash=report.settings_hash, source=prepared.source, cards=report.cards,
+                                     actor_id=actor_id, started_at=prepared.started)
     report.trial_id = record.id
     return report
+
+
+def run_trial(db, subject_code: str, *, actor_id: int, cards_dir: str | Path | None = None,
+              expected_file: str | Path | None = None, synthetic: int | None = None, seed: int = 1,
+              dpi: float = 150, progress: Progress | None = None) -> TrialReport:
+    """Read a trial deck with the live recognition system, compare, record (R-OMR-1)."""
+    prepared = prepare_trial(db, subject_code, actor_id=actor_id, cards_dir=cards_dir, expected_file=expected_file,
+                             synthetic=synthetic, seed=seed, dpi=dpi)
+    return read_trial(db, prepared, actor_id=actor_id, progress=progress)
