@@ -1,5 +1,5 @@
-"""Technician console (R-ROLE-3, R-OMR-*): upload and ingest batches with live progress,
-OMR exceptions (two-person), ID corrections, answer keys, spot checks and export.
+"""Technician console (R-ROLE-3, R-OMR-*): R-OMR-1 trial runs, upload and ingest batches with
+live progress, OMR exceptions (two-person), ID corrections, answer keys, spot checks and export.
 
 Views call the batch services (``omr.ingest``, ``marking.batches``, ``marking.answer_keys``,
 ``marking.spotcheck``, ``marking.archive``); the services check roles and two-person
@@ -26,8 +26,9 @@ from flask import (Blueprint, Flask, abort, current_app, flash, g, jsonify, redi
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
-from marking import answer_keys, archive, batches as batch_service, spotcheck
-from marking.models import AnswerKey, Card, OmrRead, OutboxEvent, PageImage, ScanBatch, Subject
+from marking import answer_keys, archive, batches as batch_service, spotcheck, trials as trial_service
+from marking.access import NotAllowed
+from marking.models import AnswerKey, Card, OmrRead, OutboxEvent, PageImage, ScanBatch, Subject, User
 from marking.models.exam import CardTemplate
 from marking.omr_queue import batch_topic, queue_status
 
@@ -45,6 +46,9 @@ CHECKERS = ("technician", "authority_officer", "key_officer", "admin")
 EXPORTERS = ("technician", "authority_officer", "admin")
 _jobs: dict[str, dict[str, Any]] = {}      # batch code → state of a background ingest in this process
 _jobs_lock = threading.Lock()
+_trial_jobs: dict[str, dict[str, Any]] = {}   # job id → state of a background trial run in this process
+TRIAL_MAX_SYNTHETIC = 50
+TRIAL_MAX_EXPECTED_BYTES = 4 * 1024 * 1024
 
 
 def ingest_service():
@@ -141,8 +145,11 @@ def _start_ingest(app: Flask, staging: Path, subject_code: str, batch_code: str,
 @roles(*VIEW)
 def index():
     status = batch_service.batch_status(db())
+    subjects = _subjects()
+    untried = [sub["code"] for sub in subjects if sub["has_template"]
+               and not _trial_status(sub["code"])["passed_trial_id"]]
     return render_template("technician/index.html", batches=list(reversed(status["batches"])),
-                           queue=status["queue"], subjects=_subjects(),
+                           queue=status["queue"], subjects=subjects, untried=untried,
                            failed=[(c, j["error"]) for c, j in _jobs.items() if j.get("state") == "failed"])
 
 
@@ -157,6 +164,12 @@ def upload():
     if subject not in {s["code"] for s in _subjects()}:
         flash(_("Choose a subject."), "error")
         return redirect(url_for("technician.index"))
+    if not _trial_status(subject)["passed_trial_id"]:
+        # R-OMR-1: refused before anything is staged (create_batch refuses it again in the ingest)
+        flash(_("R-OMR-1: subject %(code)s has no passed trial run for its current card template and recognition "
+                "settings, so no live batch can be read yet; nothing was uploaded. Run a trial first.",
+                code=subject), "error")
+        return redirect(url_for("technician.subject", code=subject, _anchor="trial"))
     code = (request.form.get("code") or "").strip()
     if code and not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", code):
         flash(_("A batch code has letters, digits, dots, dashes and underscores (at most 40)."), "error")
@@ -404,6 +417,177 @@ def lock_key(key_id: int):
                 url_for("technician.keys"))
 
 
+# --------------------------------------------------------------------------- R-OMR-1 trial runs
+
+def _trial_status(code: str) -> dict[str, Any]:
+    """Whether the current template, recognition version and settings have a passed trial."""
+    from omr.batch_adapter import RECOGNITION_VERSION, SETTINGS_HASH
+    return trial_service.trial_status(db(), code, recognition_version=RECOGNITION_VERSION,
+                                      settings_hash=SETTINGS_HASH)
+
+
+def _trials_of(code: str) -> list[dict[str, Any]]:
+    """The subject's trial runs, newest first, with who ran them."""
+    records = trial_service.list_trials(db(), code)
+    with db().read() as s:
+        names = dict(s.execute(select(User.id, User.username)
+                               .where(User.id.in_({r.run_by for r in records} or {0}))).all())
+    return [dict(r.as_dict(), run_by_name=names.get(r.run_by, r.run_by)) for r in reversed(records)]
+
+
+def _mismatch_lines(cards: list[dict[str, Any]]) -> list[str]:
+    from omr.trial import describe
+    return [describe(c["card"], m) for c in cards for m in c["mismatches"]]
+
+
+def _start_trial(app: Flask, prepared, actor_id: int) -> str:
+    """Read a prepared trial deck in a background thread; returns the job id.
+
+    In the background, like the ingest: every card is read twice (methods A and B) with
+    the full recognition pipeline, which on a real answer-card template takes a good
+    fraction of a second per read, so even the default deck of 4 cards (and up to 50, or
+    a scanned deck) would hold a request — and a web worker — for too long. The deck is
+    prepared (and bad input refused) in the request; only the reading runs here.
+    """
+    from omr.trial import read_trial
+    the_db = app.extensions["mc_db"]
+    job_id = secrets.token_urlsafe(12)
+    with _jobs_lock:
+        _trial_jobs[job_id] = {"state": "running", "subject": prepared.subject, "source": prepared.source,
+                               "done": 0, "total": len(prepared.deck), "error": None, "trial_id": None,
+                               "started": time.time()}
+
+    def progress(event: dict[str, Any]) -> None:
+        _trial_jobs[job_id].update(done=event["done"], total=event["total"])
+
+    def work() -> None:
+        try:
+            report = read_trial(the_db, prepared, actor_id=actor_id, progress=progress)
+            _trial_jobs[job_id].update(state="done", trial_id=report.trial_id, passed=report.passed)
+        except Exception as exc:  # noqa: BLE001 - shown on the trial page
+            log.exception("trial run of %s failed", prepared.subject)
+            _trial_jobs[job_id].update(state="failed", error=str(exc)[:400])
+
+    threading.Thread(target=work, name=f"trial-{prepared.subject}", daemon=True).start()
+    return job_id
+
+
+def _public_error(exc: Exception, replacements: dict[str, str]) -> str:
+    """A service refusal for the technician, with the server's staging paths replaced by
+    the names the technician uploaded."""
+    text = str(exc)
+    for path, name in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(path, name)
+    return text
+
+
+@bp.route("/subjects/<code>/trial", methods=["POST"])
+@roles(*TECH)
+def trial(code: str):
+    """Run an R-OMR-1 trial: a synthetic deck, or scanned test cards with their expected answers."""
+    from omr.trial import prepare_trial
+    back = url_for("technician.subject", code=code, _anchor="trial")
+    if code not in {s["code"] for s in _subjects()}:
+        abort(404)
+    source = request.form.get("source", "synthetic")
+    staging = None
+    try:
+        if source == "synthetic":
+            try:
+                n = int(request.form.get("cards") or 4)
+            except ValueError:
+                n = 0
+            if not 1 <= n <= TRIAL_MAX_SYNTHETIC:
+                flash(_("A synthetic trial deck has 1 to %(max)s cards.", max=TRIAL_MAX_SYNTHETIC), "error")
+                return redirect(back)
+            dpi = float(current_app.config.get("MC_TRIAL_SYNTHETIC_DPI", 150))
+            prepared = prepare_trial(db(), code, actor_id=g.user.id, synthetic=n, dpi=dpi)
+        elif source == "scans":
+            files = [f for f in request.files.getlist("files") if f and f.filename]
+            expected = request.files.get("expected")
+            if not files:
+                flash(_("Choose the scanned test cards (zip, PDF, TIFF or images) for the trial."), "error")
+                return redirect(back)
+            if expected is None or not expected.filename:
+                flash(_("Choose the expected-answers JSON file of the test cards."), "error")
+                return redirect(back)
+            root = settings().data_dir / "uploads"
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="trial-", dir=root))
+            cards_dir = staging / "cards"
+            cards_dir.mkdir()
+            # the same staging, type checks, limits and safe unpacking as a batch upload
+            stage_files(files, cards_dir, current_app.config.get("MC_UPLOAD_LIMITS") or Limits())
+            entries = list(cards_dir.iterdir())
+            if len(entries) == 1 and entries[0].is_dir() and entries[0].name.endswith("-unzipped"):
+                cards_dir = entries[0]   # one zip: card names are relative to the zip, as the technician wrote them
+            body = expected.stream.read(TRIAL_MAX_EXPECTED_BYTES + 1)
+            if len(body) > TRIAL_MAX_EXPECTED_BYTES:
+                raise UploadError(_("The expected-answers file is too large."))
+            expected_path = staging / "expected.json"
+            expected_path.write_bytes(body)
+            names = {str(expected_path): expected.filename, str(cards_dir): _("the uploaded cards")}
+            try:
+                prepared = prepare_trial(db(), code, actor_id=g.user.id, cards_dir=cards_dir,
+                                         expected_file=expected_path)
+            except UnicodeDecodeError:
+                raise UploadError(_("The expected-answers file is not UTF-8 text.")) from None
+            except (batch_service.BatchError, FileNotFoundError) as exc:
+                raise UploadError(_public_error(exc, names)) from None
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:   # a malformed entry
+                raise UploadError(_("The expected-answers file could not be used: %(error)s",
+                                    error=_public_error(exc, names))) from None
+        else:
+            flash(_("Choose a synthetic deck or scanned test cards."), "error")
+            return redirect(back)
+    except (UploadError, batch_service.BatchError, NotAllowed) as exc:
+        log.info("trial refused: %s", exc)
+        flash(str(exc), "error")     # nothing was read or recorded
+        return redirect(back)
+    finally:
+        if staging is not None:
+            discard(staging)     # the prepared cards hold their bytes
+    job_id = _start_trial(current_app._get_current_object(), prepared, g.user.id)
+    flash(_("Trial run started: %(n)s card(s) are read by both methods.", n=len(prepared.deck)), "ok")
+    return redirect(url_for("technician.trial_job", job_id=job_id))
+
+
+@bp.route("/trial-jobs/<job_id>")
+@roles(*TECH)
+def trial_job(job_id: str):
+    job = _trial_jobs.get(job_id)
+    if job is None:
+        abort(404)
+    if job["state"] == "done":
+        return redirect(url_for("technician.trial_report", code=job["subject"], trial_id=job["trial_id"]))
+    return render_template("technician/trial.html", code=job["subject"], job=job, job_id=job_id)
+
+
+@bp.route("/trial-jobs/<job_id>/progress")
+@roles(*TECH)
+def trial_job_progress(job_id: str):
+    job = _trial_jobs.get(job_id)
+    if job is None:
+        abort(404)
+    return jsonify({k: job.get(k) for k in ("state", "subject", "source", "done", "total", "error", "trial_id",
+                                            "passed")})
+
+
+@bp.route("/subjects/<code>/trials/<int:trial_id>")
+@roles(*CHECKERS)
+def trial_report(code: str, trial_id: int):
+    try:
+        record, cards = trial_service.trial_report(db(), trial_id)
+    except batch_service.BatchError:
+        abort(404)
+    if record.subject != code:
+        abort(404)
+    with db().read() as s:
+        who = s.scalar(select(User.username).where(User.id == record.run_by))
+    return render_template("technician/trial.html", code=code, record=record, who=who, cards=cards,
+                           lines=_mismatch_lines(cards), trial=_trial_status(code))
+
+
 # --------------------------------------------------------------------------- spot checks and export
 
 @bp.route("/subjects/<code>")
@@ -416,8 +600,10 @@ def subject(code: str):
     except Exception:  # noqa: BLE001
         checks = {"counts": {}, "checks": []}
     exports = sorted((p.name for p in _export_dir().glob(f"*-{code}-*.zip")), reverse=True)
+    running = [(job_id, j) for job_id, j in _trial_jobs.items() if j["subject"] == code and j["state"] == "running"]
     return render_template("technician/subject.html", code=code, checks=checks, exports=exports,
-                           verification=_verifications.get(code))
+                           verification=_verifications.get(code), trial=_trial_status(code),
+                           trials=_trials_of(code), running=running, max_synthetic=TRIAL_MAX_SYNTHETIC)
 
 
 @bp.route("/subjects/<code>/spotcheck/sample", methods=["POST"])
