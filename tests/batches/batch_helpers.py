@@ -47,3 +47,22 @@ def sign_and_lock(db, world, answers=None):
     answer_keys.sign_key(db, key.id, world.users["reviewer"], "reviewer")
     answer_keys.sign_key(db, key.id, world.users["authority"], "authority_officer")
     return answer_keys.lock_key(db, key.id, world.users["keyofficer"])
+
+
+def trial_deck(folder, roll, *, n: int = 2, wrong_card: int | None = None, as_typed: bool = False) -> list[dict]:
+    """n scanned test cards written to ``folder`` and their expected-answers entries
+    (R-OMR-1 trial decks); ``wrong_card``'s item 3 is deliberately given a wrong expected
+    answer. ``as_typed``: options in lower case and reverse order, as a technician might
+    type them (the same sets)."""
+    truths = write_cards(folder, roll, n)
+    cards = []
+    for i in range(n):
+        truth = truths[roll[i]]
+        answers = dict(truth.answers)
+        if i == wrong_card:
+            answers["3"] = "D" if answers["3"] != "D" else "A"
+        if as_typed:
+            answers = {k: v[::-1].lower() for k, v in answers.items()}
+        cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
+                      "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
+    return cards

@@ -20,7 +20,7 @@ from omr.ingest import ingest_path
 from omr.trial import run_trial
 
 from tests.batches.batch_cards import two_page_template
-from tests.batches.batch_helpers import write_cards
+from tests.batches.batch_helpers import trial_deck, write_cards
 from tests.batches.conftest import build_world, pass_trial
 
 
@@ -33,21 +33,9 @@ def _run_cli(ctx, *argv):
 
 
 def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2, as_typed: bool = False):
-    """n scanned test cards and their expected-answers file; ``wrong_card``'s item 3
-    is deliberately given a wrong expected answer. ``as_typed``: options in lower case and
-    reverse order, as a technician might type them (the same sets)."""
+    """n scanned test cards and their expected-answers file (see ``trial_deck``)."""
     folder = tmp_path / "deck"
-    truths = write_cards(folder, world.roll, n)
-    cards = []
-    for i in range(n):
-        truth = truths[world.roll[i]]
-        answers = dict(truth.answers)
-        if i == wrong_card:
-            answers["3"] = "D" if answers["3"] != "D" else "A"
-        if as_typed:
-            answers = {k: v[::-1].lower() for k, v in answers.items()}
-        cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
-                      "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
+    cards = trial_deck(folder, world.roll, n=n, wrong_card=wrong_card, as_typed=as_typed)
     expected = tmp_path / "expected.json"
     expected.write_text(json.dumps({"cards": cards}))
     return folder, expected

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from marking import users
 from marking.models import OmrTrialRun, ScanBatch, User, UserRole
-from tests.batches.batch_helpers import write_cards
+from tests.batches.batch_helpers import trial_deck
 from tests.batches.conftest import build_world as build_batch_world
 from webhelpers import PASSWORD, TOTP_SECRET, login
 
@@ -67,18 +67,9 @@ def run_to_report(actor, r, timeout=120):
 
 
 def scanned_deck(tmp_path, world, *, wrong_card=None, n=2):
-    """The zip of n scanned test cards and their expected answers; ``wrong_card``'s item 3
-    is given a wrong expected answer."""
+    """The zip of n scanned test cards and their expected answers (see ``trial_deck``)."""
     folder = tmp_path / "deck"
-    truths = write_cards(folder, world.roll, n)
-    cards = []
-    for i in range(n):
-        truth = truths[world.roll[i]]
-        answers = dict(truth.answers)
-        if i == wrong_card:
-            answers["3"] = "D" if answers["3"] != "D" else "A"
-        cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
-                      "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
+    cards = trial_deck(folder, world.roll, n=n, wrong_card=wrong_card)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for p in sorted(folder.iterdir()):

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from marking import answer_keys, archive, batches as batch_service, spotcheck, trials as trial_service
 from marking.access import NotAllowed
-from marking.models import AnswerKey, Card, OmrRead, OutboxEvent, PageImage, ScanBatch, Subject, User
+from marking.models import Card, OmrRead, OutboxEvent, PageImage, ScanBatch, Subject, User
 from marking.models.exam import CardTemplate
 from marking.omr_queue import batch_topic, queue_status
 
@@ -552,12 +552,17 @@ def trial(code: str):
     return redirect(url_for("technician.trial_job", job_id=job_id))
 
 
-@bp.route("/trial-jobs/<job_id>")
-@roles(*TECH)
-def trial_job(job_id: str):
+def _trial_job(job_id: str) -> dict[str, Any]:
     job = _trial_jobs.get(job_id)
     if job is None:
         abort(404)
+    return job
+
+
+@bp.route("/trial-jobs/<job_id>")
+@roles(*TECH)
+def trial_job(job_id: str):
+    job = _trial_job(job_id)
     if job["state"] == "done":
         return redirect(url_for("technician.trial_report", code=job["subject"], trial_id=job["trial_id"]))
     return render_template("technician/trial.html", code=job["subject"], job=job, job_id=job_id)
@@ -566,9 +571,7 @@ def trial_job(job_id: str):
 @bp.route("/trial-jobs/<job_id>/progress")
 @roles(*TECH)
 def trial_job_progress(job_id: str):
-    job = _trial_jobs.get(job_id)
-    if job is None:
-        abort(404)
+    job = _trial_job(job_id)
     return jsonify({k: job.get(k) for k in ("state", "subject", "source", "done", "total", "error", "trial_id",
                                             "passed")})
 
