@@ -1,8 +1,11 @@
 """Shared steps for the batch tests."""
 from __future__ import annotations
 
+import argparse
 import threading
 
+from marking import cli_commands
+from omr import batch_cli
 from omr.template import load_template
 from omr.worker import Worker
 
@@ -66,3 +69,14 @@ def trial_deck(folder, roll, *, n: int = 2, wrong_card: int | None = None, as_ty
         cards.append({"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
                       "subject_code": truth.subject_code, "absent": truth.absent, "answers": answers})
     return cards
+
+
+def run_cli(ctx, *argv) -> int:
+    """One ``marking-centre`` command (the batch and marking subcommands) with ``ctx``;
+    returns its exit code."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_commands.register(sub)
+    batch_cli.register(sub)
+    args = parser.parse_args(argv)
+    return args.handler(args, ctx)

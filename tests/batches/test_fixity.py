@@ -1,28 +1,17 @@
 """Fixity audit of the image store (R-DATA-1): every referenced image re-read and re-hashed."""
 from __future__ import annotations
 
-import argparse
 import json
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
-from marking import cli_commands, fixity
+from marking import fixity
 from marking.models import PageImage, Response
 from marking.models.scanning import ItemClip
-from omr import batch_cli
 
-from tests.batches.batch_helpers import run_nodes_inline, write_cards
-
-
-def _cli(ctx, *argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_commands.register(sub)
-    batch_cli.register(sub)
-    args = parser.parse_args(argv)
-    return args.handler(args, ctx)
+from tests.batches.batch_helpers import run_cli, run_nodes_inline, write_cards
 
 
 @pytest.fixture
@@ -30,10 +19,10 @@ def scanned(db, settings, world, store, tmp_path):
     """Two cards ingested, read by both OMR nodes and settled: pages, clips and responses."""
     ctx = SimpleNamespace(db=db, settings=settings.with_overrides(image_store=str(store.root)))
     write_cards(tmp_path / "scans", world.roll, 2)
-    assert _cli(ctx, "batch", "ingest", str(tmp_path / "scans"), "--subject", world.subject_code,
+    assert run_cli(ctx, "batch", "ingest", str(tmp_path / "scans"), "--subject", world.subject_code,
                 "--scanner", "S9") == 0
     run_nodes_inline(db, store)
-    assert _cli(ctx, "batch", "settle", "1") == 0
+    assert run_cli(ctx, "batch", "settle", "1") == 0
     return ctx
 
 
@@ -68,10 +57,10 @@ def test_a_missing_and_an_altered_image_are_named_with_a_row_that_refers_to_them
     with db.read() as s:   # the named row really refers to it
         assert s.execute(select(func.count()).select_from(PageImage)
                          .where(PageImage.id == report.missing[0]["id"], PageImage.sha256 == page)).scalar_one() == 1
-    assert _cli(scanned, "audit", "images", "--quiet") == 1
+    assert run_cli(scanned, "audit", "images", "--quiet") == 1
     err = capsys.readouterr().err
     assert f"IMAGE MISSING: {page}" in err and f"IMAGE ALTERED: {clip}" in err
-    assert _cli(scanned, "audit", "images", "--json") == 1
+    assert run_cli(scanned, "audit", "images", "--json") == 1
     out = json.loads(capsys.readouterr().out)
     assert not out["ok"] and len(out["missing"]) == 1 and len(out["altered"]) == 1
 
@@ -81,7 +70,7 @@ def test_shards_partition_the_store(db, store, scanned, capsys):
     parts = [fixity.audit_images(db, store, shard=(k, 3)) for k in range(3)]
     assert sum(p.checked for p in parts) == total
     assert all(p.checked + p.skipped == total for p in parts)
-    assert _cli(scanned, "audit", "images", "--shard", "1/3") == 0
+    assert run_cli(scanned, "audit", "images", "--shard", "1/3") == 0
     assert "shard 1/3" in capsys.readouterr().out
-    assert _cli(scanned, "audit", "images", "--shard", "3/3") == 2
+    assert run_cli(scanned, "audit", "images", "--shard", "3/3") == 2
     assert "0 <= K < N" in capsys.readouterr().err

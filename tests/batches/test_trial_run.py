@@ -3,7 +3,6 @@ before live reading, and no live batch starts without a passed trial for exactly
 subject, card template, recognition version and settings (both databases)."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from types import SimpleNamespace
@@ -20,16 +19,8 @@ from omr.ingest import ingest_path
 from omr.trial import run_trial
 
 from tests.batches.batch_cards import two_page_template
-from tests.batches.batch_helpers import trial_deck, write_cards
+from tests.batches.batch_helpers import run_cli, trial_deck, write_cards
 from tests.batches.conftest import build_world, pass_trial
-
-
-def _run_cli(ctx, *argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    batch_cli.register(sub)
-    args = parser.parse_args(argv)
-    return args.handler(args, ctx)
 
 
 def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2, as_typed: bool = False):
@@ -137,26 +128,26 @@ def test_r_omr_1_cli_trial_exits_0_on_pass_and_1_on_fail(db, settings, tmp_path,
     world = build_world(db, trial=False)
     ctx = SimpleNamespace(db=db, settings=settings)
     code = world.subject_code
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--synthetic", "1",
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--synthetic", "1",
                     "--dpi", "100", "--quiet") == 0
     assert "PASSED" in capsys.readouterr().out
     folder, expected = _scanned_deck(tmp_path, world, wrong_card=0, n=1)
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
                     "--expected", str(expected)) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and "scan-0000.jpg: method a read item 3 as" in captured.out
     assert "1/1 cards read" in captured.err
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
                     "--expected", str(expected), "--json", "--quiet") == 1
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is False and report["failed_cards"] == ["scan-0000.jpg"]
     # bad arguments, a card without expected answers, and a non-technician
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder)) == 2
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder)) == 2
     (folder / "stray.jpg").write_bytes((folder / "scan-0000.jpg").read_bytes())
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "tech1", "--cards", str(folder),
                     "--expected", str(expected)) == 2
     assert "stray.jpg: no expected answers" in capsys.readouterr().err
-    assert _run_cli(ctx, "batch", "trial", "--subject", code, "--user", "marker1", "--synthetic", "1",
+    assert run_cli(ctx, "batch", "trial", "--subject", code, "--user", "marker1", "--synthetic", "1",
                     "--dpi", "100") == batch_cli.PERMISSION_EXIT
     with db.read() as s:
         assert [r.passed for r in s.execute(select(OmrTrialRun).order_by(OmrTrialRun.id)).scalars()] == \
