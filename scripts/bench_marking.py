@@ -27,7 +27,9 @@ What it does (one run, one backend):
    rate): open-loop Poisson arrivals, each from an idle marker; latency from a mark's
    scheduled arrival to its answer (no coordinated omission). Also the server's own time
    per answer (its ``Server-Timing`` header: p50, p99) and, for the slowest 1 %, the median
-   share of their latency spent inside the server's request handling.
+   share of their latency spent inside the server's request handling. The same at the
+   pace markers work (``--marker-pace``, default one mark per marker every 18 s: 500
+   markers offer ~28 marks/s), the load the centre sees when all of them are marking.
 5. Raw ceiling in the same run: the same calls (``marking.workbench.submit_and_claim_next``,
    or claim_next/submit_mark with ``--protocol separate``) straight into the
    service layer (``marking.dispatch``/``marking.submission``, calibration hooks installed
@@ -947,6 +949,9 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-at", type=float, nargs="*", default=[0.5, 0.8],
                     help="after the saturation phase, open-loop phases at these shares of its rate "
                          "(latency at a stated load; at saturation latency is queueing by definition)")
+    ap.add_argument("--marker-pace", type=float, default=18.0,
+                    help="also an open-loop phase at one mark per marker every this many seconds (the pace "
+                         "markers work: an essay read takes tens of seconds); 0 = no such phase")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                     help="Socket.IO message queue for more than one server (required then, as in production)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per load phase")
@@ -999,12 +1004,20 @@ def main(argv=None) -> int:
         if chaining == "deferred":
             results["web"]["ledger_unchained"] = chain_lag.summary()
         print("web:", json.dumps(results["web"]), flush=True)
-        for share in args.latency_at:
-            rate = round(web.rate * share, 1)
+        if web.marks == 0:   # nothing to take shares of: say so instead of offering 0 marks/s
+            print(f"error: the saturation phase completed no marks in {web.seconds:.1f} s "
+                  f"(errors: {web.errors or 'none'}); the phases at shares of its rate are skipped",
+                  file=sys.stderr, flush=True)
+            results["error"] = "saturation phase completed no marks"
+        phases = [(f"latency_at_{int(share * 100)}pct", round(web.rate * share, 1),
+                   f"{share:.0%} of the saturation rate") for share in args.latency_at if web.marks]
+        if args.marker_pace > 0:
+            phases.insert(0, ("latency_at_marker_pace", round(args.markers / args.marker_pace, 1),
+                              f"the markers' pace (one mark each {args.marker_pace:g} s per marker)"))
+        for key, rate, label in phases:
             at = web_latency_at(ports, world.item_id, sessions, rate=rate, duration=args.duration)
-            results[f"latency_at_{int(share * 100)}pct"] = {"offered_marks_per_s": rate, **at.summary()}
-            print(f"latency at {share:.0%} of the saturation rate ({rate}/s):",
-                  json.dumps(results[f"latency_at_{int(share * 100)}pct"]), flush=True)
+            results[key] = {"offered_marks_per_s": rate, **at.summary()}
+            print(f"latency at {label} ({rate}/s):", json.dumps(results[key]), flush=True)
         for server in servers:
             server.stop()
         servers = []
@@ -1027,7 +1040,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    return 0
+    return 1 if "error" in results else 0
 
 
 if __name__ == "__main__":

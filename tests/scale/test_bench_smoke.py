@@ -12,8 +12,10 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_bench_marking_smoke_run(backend, tmp_path, request):
-    args = ["--markers", "6", "--responses", "3000", "--duration", "1", "--skip-scale",
-            "--clients", "4", "--threads", "2", "--latency-at", "0.5", "--json", str(tmp_path / "out.json")]
+    # 2 s per phase: a 1 s window once caught a stalled CI host with no mark in it
+    args = ["--markers", "6", "--responses", "3000", "--duration", "2", "--skip-scale",
+            "--clients", "4", "--threads", "2", "--latency-at", "0.5", "--marker-pace", "0.5",
+            "--json", str(tmp_path / "out.json")]
     if backend == "postgresql":
         server = request.getfixturevalue("pg_server")
         args += ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
@@ -27,4 +29,23 @@ def test_bench_marking_smoke_run(backend, tmp_path, request):
     assert latency["marks"] > 0
     # every answer carried the server's own time, never more than the latency around it
     assert 0 < latency["server_p50_ms"] <= latency["submit_p50_ms"] and 0 < latency["tail_share_in_server"] <= 1
+    paced = out["latency_at_marker_pace"]   # 6 markers, one mark each 0.5 s per marker
+    assert paced["offered_marks_per_s"] == 12.0 and paced["marks"] > 0 and paced["submit_p50_ms"] > 0
     assert out["raw"]["marks"] > 0 and out["web_over_raw"] > 0
+
+
+def test_bench_says_so_when_the_saturation_phase_completes_nothing(tmp_path, monkeypatch, capsys):
+    """No mark at saturation (a stalled host): a clear error and exit 1, not a division by
+    zero or latency phases offered 0 marks/s."""
+    monkeypatch.setattr(bm, "web_load", lambda *a, **k: bm.LoadResult(0, 1.0, [], [], {"submit 503": 4}))
+    offered = []
+    monkeypatch.setattr(bm, "web_latency_at", lambda *a, rate, **k: offered.append(rate) or bm.LoadResult(
+        3, 1.0, [], [5.0, 6.0, 7.0], {}, server_ms=[4.0, 5.0, 6.0]))
+    out = tmp_path / "out.json"
+    assert bm.main(["--markers", "4", "--responses", "200", "--duration", "1", "--skip-scale", "--clients", "2",
+                    "--threads", "2", "--servers", "1", "--latency-at", "0.5", "0.8", "--marker-pace", "2",
+                    "--json", str(out)]) == 1
+    assert "saturation phase completed no marks" in capsys.readouterr().err
+    results = json.loads(out.read_text())
+    assert offered == [2.0] and "latency_at_marker_pace" in results   # the paced phase does not depend on it
+    assert "latency_at_50pct" not in results and results["error"] == "saturation phase completed no marks"
