@@ -453,7 +453,7 @@ def _template_row(session: Session, spec: SubjectSpec) -> CardTemplate | None:
         return None
     try:
         return templates.store_template(session, spec.template_body)
-    except templates.TemplateClash as exc:
+    except templates.TemplateRefused as exc:
         raise SpecError([f"{spec.template_path}: {exc}"]) from exc
 
 

@@ -17,8 +17,38 @@ from sqlalchemy.orm import Session
 from .models import CardTemplate
 
 
-class TemplateClash(ValueError):
+class TemplateRefused(ValueError):
+    """The template cannot serve as a subject's card template."""
+
+
+class TemplateClash(TemplateRefused):
     """The same template id and version already exist with different content."""
+
+
+def check_single_page_items(body: Mapping[str, Any]) -> None:
+    """Refuse a template whose subjective item has answer regions on two pages.
+
+    An item's image is cut from one scanned page (the OMR library cuts the regions of a
+    page; the batch makes one response per script and item from one card), so the part
+    of an answer on another page would never reach a marker. Refused here, where the
+    template becomes a subject's, rather than marked partly.
+    """
+    pages_of: dict[str, list[str]] = {}
+    for page in body.get("pages") or []:
+        if not isinstance(page, Mapping):
+            continue
+        for region in page.get("answer_regions") or []:
+            item = region.get("item") if isinstance(region, Mapping) else None
+            if item in (None, ""):
+                continue
+            codes = pages_of.setdefault(str(item), [])
+            if str(page.get("code")) not in codes:
+                codes.append(str(page.get("code")))
+    for item, codes in pages_of.items():
+        if len(codes) > 1:
+            raise TemplateRefused(f"subjective item {item} has answer regions on pages {', '.join(codes)}; "
+                                  "an item's regions must all be on one page (an answer continued on "
+                                  "another page is not joined to it, so that part would not be marked)")
 
 
 def template_json(body: Mapping[str, Any]) -> str:
@@ -41,6 +71,7 @@ def template_identity(body: Mapping[str, Any]) -> tuple[str, str]:
 def store_template(session: Session, body: Mapping[str, Any]) -> CardTemplate:
     """The stored row for this exact template, added if new. A changed template must
     carry a new version: the same (id, version) with other content is refused."""
+    check_single_page_items(body)
     digest = template_hash(body)
     existing = session.scalar(select(CardTemplate).where(CardTemplate.content_hash == digest))
     if existing is not None:

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from marking import examspec, templates
-from marking.models import Candidate, ExamSession, Item, Registration, ResolutionPolicy, Subject
+from marking.models import ExamSession, Item, Registration, ResolutionPolicy, Subject
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "exam-2026-10.yaml"
 
@@ -136,3 +136,25 @@ def test_example_template_imports_and_clash_is_refused(db, tmp_path):
     (tmp_path / "card.json").write_text(json.dumps(body), encoding="utf-8")
     with pytest.raises(examspec.SpecError, match="needs a new version"):
         examspec.import_spec(db, _write(tmp_path, spec.replace("code: T-1", "code: T-2")), template_inspector=item_codes)
+
+
+def test_template_with_an_item_on_two_pages_is_refused_and_nothing_imported(db, tmp_path):
+    """An answer continued on another page would not reach a marker (one image per script
+    and item is cut from one page): such a template is refused, not marked partly."""
+    import json
+    from omr.template import item_codes
+    body = json.loads((EXAMPLE.parent / "cards" / "zikao-a4.json").read_text(encoding="utf-8"))
+    body["pages"][0]["answer_regions"].append({"item": "43", "rect_mm": [18, 270, 174, 10]})   # 43 is on page 2
+    (tmp_path / "card.json").write_text(json.dumps(body), encoding="utf-8")
+    objective, subjective = item_codes(body)
+    spec = MINIMAL.replace('    name: Subject\n', '    name: Subject\n    card_template: card.json\n')
+    spec = spec.replace("codes: 1-3", f"codes: {sorted(objective, key=int)[0]}-{sorted(objective, key=int)[2]}")
+    spec = spec.replace('code: "4"', f'code: "{sorted(subjective, key=int)[0]}"')
+    with pytest.raises(examspec.SpecError, match="item 43 has answer regions on pages 1, 2"):
+        examspec.import_spec(db, _write(tmp_path, spec), template_inspector=item_codes)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(ExamSession)) == 0
+    with pytest.raises(templates.TemplateRefused, match="must all be on one page"):
+        templates.check_single_page_items(body)
+    templates.check_single_page_items({"pages": [{"code": 2, "answer_regions": [   # two regions, one page: fine
+        {"item": "45", "rect_mm": [0, 0, 1, 1]}, {"item": "45", "rect_mm": [2, 0, 1, 1]}]}]})
