@@ -13,7 +13,10 @@ Layout::
     <bag>/data/answer_keys.json     every key version with hashes and sign-offs
     <bag>/data/images.csv           the image manifest: every received page with its SHA-256,
                                     source file/page, status, reject reason, card and script
-    <bag>/data/batches.json         batches with their frozen template/settings hashes, manifests
+    <bag>/data/batches.json         batches with their frozen template/settings hashes, manifests,
+                                    and the passed trial run each was created under (R-OMR-1)
+    <bag>/data/trial_runs.json      every R-OMR-1 trial run of the subject: frozen values, counts,
+                                    result, who ran it and its per-card report (with its SHA-256)
     <bag>/data/spot_checks.csv      the spot-check sample and outcomes
     <bag>/data/register.csv         OMR exceptions and ID corrections with before/after and who
     <bag>/data/images/<sha256>      (optional) the page images themselves
@@ -39,8 +42,8 @@ from sqlalchemy import select
 from .checksums import sha256_file
 from . import ledger
 from .batches import find_subject
-from .models import (AnswerKey, AnswerKeySignoff, Candidate, Card, ExamSession, Item, ObjectiveAnswer, PageImage,
-                     RegisterEntry, ScanBatch, Script, SpotCheck, User)
+from .models import (AnswerKey, AnswerKeySignoff, Candidate, Card, ExamSession, Item, ObjectiveAnswer, OmrTrialRun,
+                     PageImage, RegisterEntry, ScanBatch, Script, SpotCheck, User)
 from .scores import format_points, from_cp
 
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
@@ -69,6 +72,13 @@ def _write(path: Path, data: bytes) -> str:
 
 def _pts(cp: int | None) -> str | None:
     return None if cp is None else format_points(from_cp(cp))
+
+
+def _trial_of(session, batch: ScanBatch) -> int | None:
+    """The passed trial run the batch was created under (R-OMR-1), as ``create_batch``
+    recorded it in the ledger: the record, not a re-derivation from the frozen values."""
+    recorded = ledger.recorded_data(session, action="batch.created", entity="scan_batch", entity_id=str(batch.id))
+    return json.loads(recorded[0]).get("trial_run_id") if recorded else None
 
 
 def collect(session, subject) -> dict[str, bytes]:
@@ -114,11 +124,20 @@ def collect(session, subject) -> dict[str, bytes]:
                                        "signed_at": s.signed_at.isoformat()} for s in signoffs],
                          "body": json.loads(k.body)})
 
+    trials = session.execute(select(OmrTrialRun).where(OmrTrialRun.subject_id == subject.id)
+                             .order_by(OmrTrialRun.id)).scalars().all()
+    trial_docs = [{"id": t.id, "source": t.source, "template_hash": t.template_hash,
+                   "recognition_version": t.recognition_version, "settings_hash": t.settings_hash,
+                   "cards_read": t.cards_read, "mismatches": t.mismatches, "cards_failed": t.cards_failed,
+                   "passed": t.passed, "run_by": users.get(t.run_by), "started_at": t.started_at.isoformat(),
+                   "finished_at": t.finished_at.isoformat(), "report_sha256": t.report_sha256,
+                   "report": json.loads(t.report)} for t in trials]
     batches = session.execute(select(ScanBatch).where(ScanBatch.subject_id == subject.id).order_by(ScanBatch.id)).scalars().all()
     batch_docs = [{"code": b.code, "status": b.status, "scanner_id": b.scanner_id, "template_hash": b.template_hash,
                    "recognition_version": b.recognition_version, "settings_hash": b.settings_hash,
                    "manifest_sha256": b.manifest_sha256, "created_at": b.created_at.isoformat(),
-                   "closed_at": b.closed_at.isoformat() if b.closed_at else None} for b in batches]
+                   "closed_at": b.closed_at.isoformat() if b.closed_at else None,
+                   "trial_run_id": _trial_of(session, b)} for b in batches]
     code_of = {b.id: b.code for b in batches}
     image_rows: list[list[Any]] = [["page_sha256", "batch", "source_name", "source_page", "status", "reject_reason",
                                     "duplicate_of_page_sha256", "card_id", "page_code", "card_status", "rescan_of_card_id",
@@ -150,6 +169,7 @@ def collect(session, subject) -> dict[str, bytes]:
         "answer_keys.json": _json({"session": exam.code, "subject": subject.code, "keys": key_docs}),
         "images.csv": _csv(image_rows),
         "batches.json": _json({"session": exam.code, "subject": subject.code, "batches": batch_docs}),
+        "trial_runs.json": _json({"session": exam.code, "subject": subject.code, "trial_runs": trial_docs}),
         "spot_checks.csv": _csv(spot_rows),
         "register.csv": _csv(reg_rows),
     }, {"session": exam.code, "key_version": current.version if current else None,
@@ -189,7 +209,7 @@ def export_bag(db, subject_code: str, out_dir: str | os.PathLike, *, actor_id: i
     info = [("Source-Organization", organization), ("Bagging-Date", now.strftime("%Y-%m-%d")),
             ("External-Identifier", f"{meta['session']}/{subject_code}/objective-results"),
             ("External-Description", "Objective results per script with every filled option, answer keys, "
-                                     "image manifest, spot checks and register (R-OMR-6)"),
+                                     "image manifest, spot checks, register and trial runs (R-OMR-6, R-OMR-1)"),
             ("Exam-Session", meta["session"]), ("Subject-Code", subject_code),
             ("Answer-Key-Version", str(meta["key_version"] or "")),
             ("Payload-Oxum", f"{octets}.{len(manifest)}"), ("Bag-Size", f"{octets} bytes")]

@@ -1,13 +1,14 @@
 """End to end: ingest → two reads on two nodes → compare → assemble → key → score → spot check → BagIt."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 from sqlalchemy import func, select
 
 from marking import answer_keys, archive, batches, spotcheck
-from marking.models import Card, ObjectiveAnswer, OmrRead, OutboxEvent, PageImage, Response, Script, MarkTask
-from marking.models.scanning import ItemClip
+from marking.models import Card, OmrRead, OutboxEvent, PageImage, Response, Script, MarkTask
+from marking.omr_compare import canonical
 from omr.ingest import ingest_path
 
 from tests.batches.batch_helpers import KEY, run_nodes_inline, sign_and_lock, write_cards
@@ -84,6 +85,13 @@ def test_batch_end_to_end(db, settings, world, store, tmp_path):
     assert check.ok, check.problems
     text = (bag / "data" / "scripts.csv").read_text()
     assert world.roll[0] in text
+    # R-OMR-1 evidence is part of the record: the trial run the batch was created under,
+    # with the very report that was recorded (its hash recomputes)
+    trials = json.loads((bag / "data" / "trial_runs.json").read_text())["trial_runs"]
+    assert [(t["passed"], t["run_by"], t["cards_read"]) for t in trials] == [(True, "tech1", 1)]
+    assert hashlib.sha256(canonical(trials[0]["report"]).encode()).hexdigest() == trials[0]["report_sha256"]
+    batch_docs = json.loads((bag / "data" / "batches.json").read_text())["batches"]
+    assert [b["trial_run_id"] for b in batch_docs] == [trials[0]["id"]]
     with open(bag / "data" / "scripts.csv", "a") as handle:
         handle.write("999999999999,forged,0,30,1\n")
     check = archive.verify_export(bag)
