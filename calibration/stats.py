@@ -3,6 +3,12 @@
 Only current live marks count (first/second/third of tasks not cancelled: a mark
 superseded by a suspension re-queue is out). The window filters on the time the
 marker submitted. See :mod:`calibration.metrics` for the formulas.
+
+The re-check figures (R-MARK-5) count, of the responses a marker read, those the daily
+re-check actually re-read (a review mark) and those whose final the team leader then
+changed (a score change with reason ``review_decision``, applied or awaiting the
+authority): the back-read change rate, the share of a marker's re-checked work the
+re-check found wrong.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marking.models import CalibrationResult, Item, Mark, MarkTask, Resolution, Response, User
+from marking.models import CalibrationResult, Item, Mark, MarkTask, Resolution, Response, ScoreChange, User
 from marking.scores import from_cp
 
 from . import config, metrics
@@ -37,6 +43,19 @@ def live_marks(session: Session, item_id: int, start: dt.datetime | None = None,
     if end is not None:
         q = q.where(Mark.submitted_at < end)
     return session.execute(q.order_by(Mark.id)).scalars().all()
+
+
+def recheck_outcomes(session: Session, item_id: int) -> tuple[set[int], set[int]]:
+    """(responses of the item re-read by the daily re-check, those of them whose final the
+    team leader changed after it) — R-MARK-5, see the module docstring."""
+    rechecked = set(session.execute(
+        select(Mark.response_id).join(MarkTask, MarkTask.id == Mark.task_id)
+        .where(MarkTask.item_id == item_id, Mark.kind == "review", MarkTask.status != "cancelled")).scalars())
+    changed = set(session.execute(
+        select(ScoreChange.response_id).where(ScoreChange.item_id == item_id,
+                                              ScoreChange.reason_code == "review_decision",
+                                              ScoreChange.status != "rejected")).scalars())
+    return rechecked, changed & rechecked
 
 
 def marker_statistics(db, item_id: int, *, start: dt.datetime | None = None,
@@ -74,6 +93,7 @@ def marker_statistics(db, item_id: int, *, start: dt.datetime | None = None,
         by_marker: dict[int, list[Mark]] = defaultdict(list)
         for m in marks:
             by_marker[m.marker_id].append(m)
+        rechecked, changed = recheck_outcomes(session, item_id)
         group_dwell = [m.dwell_ms / 1000 for m in marks if m.dwell_ms is not None]
         group_median = metrics.median(group_dwell)
         out = []
@@ -98,6 +118,8 @@ def marker_statistics(db, item_id: int, *, start: dt.datetime | None = None,
             finished_two = sum(1 for m in double if m.response_id not in third
                                and outcome.get(m.response_id) in ("agreed", "single"))
             arbitrated = sum(1 for m in own if m.response_id in arbitration or outcome.get(m.response_id) == "arbitrated")
+            read = {m.response_id for m in own}
+            own_rechecked, own_changed = len(read & rechecked), len(read & changed)
             dwell = [m.dwell_ms / 1000 for m in own if m.dwell_ms is not None]
             med = metrics.median(dwell)
             fast = sum(1 for d in dwell if d * 1000 < settings["fast_ms"])
@@ -114,6 +136,8 @@ def marker_statistics(db, item_id: int, *, start: dt.datetime | None = None,
                 "self_checks": len(selfc), "self_consistency": _r(sum(selfc) / len(selfc)) if selfc else None,
                 "third_rate": _r(sent / (finished_two + sent)) if (finished_two + sent) else None,
                 "arbitration_rate": _r(arbitrated / len(own)) if own else None,
+                "rechecked": own_rechecked, "recheck_changed": own_changed,
+                "recheck_change_rate": _r(own_changed / own_rechecked) if own_rechecked else None,
                 "middle_band_share": _r(metrics.share_in_band(scores, max_p, tuple(settings["middle_band"]))),
                 "median_seconds": _r(med, 1),
                 "marks_per_hour": _r(3600 * len(dwell) / sum(dwell), 1) if dwell and sum(dwell) > 0 else None,
