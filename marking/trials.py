@@ -83,7 +83,10 @@ def record_trial_run(db, subject_code: str, *, template_hash: str, recognition_v
     if len(recognition_version) > 40:
         raise BatchError(f"recognition version {recognition_version!r} is longer than 40 characters")
     finished_at = finished_at or dt.datetime.now(dt.timezone.utc)
-    report = canonical({"cards": [{"card": str(c["card"]), "mismatches": list(c.get("mismatches") or [])}
+    # A card's declared deliberate doubts (checked to be flagged) are part of the record;
+    # a card without any keeps the plain form, so earlier reports hash as they did.
+    report = canonical({"cards": [{"card": str(c["card"]), "mismatches": list(c.get("mismatches") or []),
+                                   **({"doubts": [str(d) for d in c["doubts"]]} if c.get("doubts") else {})}
                                   for c in cards]})
     report_sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
     mismatches = sum(len(c.get("mismatches") or []) for c in cards)
@@ -137,7 +140,8 @@ def trial_status(db, subject_code: str, *, recognition_version: str, settings_ha
 
 
 def trial_report(db, trial_id: int) -> tuple[TrialRecord, list[dict[str, Any]]]:
-    """One recorded trial and its per-card report (``{"card", "mismatches"}``)."""
+    """One recorded trial and its per-card report (``{"card", "mismatches"}``, and
+    ``"doubts"`` where the deck declared deliberate doubts on the card)."""
     with db.read() as session:
         row = session.get(OmrTrialRun, trial_id)
         if row is None:

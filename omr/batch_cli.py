@@ -136,6 +136,8 @@ def cmd_trial(args, ctx) -> int:
     print(f"trial run {report.trial_id} of subject {report.subject} ({report.source} deck, {len(report.cards)} cards)")
     print(f"  card template {report.template_hash}")
     print(f"  recognition   {report.recognition_version}, settings {report.settings_hash}")
+    if report.declared_doubts:
+        print(f"  {report.declared_doubts} deliberate doubt(s) declared by the deck, each to be flagged by both methods")
     if report.passed:
         print(f"PASSED: every card was read correctly by both methods; live batches of {report.subject} may be "
               "ingested with this template and these settings (R-OMR-1)")

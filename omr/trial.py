@@ -6,8 +6,12 @@ both recognition methods — exactly as the batch pipeline reads a card
 and settings) — and every read field and question is compared with the truth. The
 trial passes only when every card is read correctly by both methods: no difference
 from the truth, no flag or uncertain bubble (an unexpected doubt), and the two reads
-agree as :func:`marking.omr_compare.compare` would decide for a live card. Otherwise it
-fails and names each card and field that differed. The result is recorded by
+agree as :func:`marking.omr_compare.compare` would decide for a live card. A scanned
+deck may also carry deliberate doubts (a half-erased answer, a mark too faint to call,
+two marks on a single-choice question) declared as ``doubts`` in its expected answers:
+then each method must flag each of those items, so the card would go to people
+(R-OMR-7) — a doubt the system misses fails the trial too. Otherwise it fails and names
+each card and field that differed. The result is recorded by
 :func:`marking.trials.record_trial_run` (table ``omr_trial_run`` plus a ledger entry);
 ``marking.batches.create_batch`` refuses a batch without a passed trial.
 
@@ -70,6 +74,11 @@ class TrialReport:
         return sum(len(c["mismatches"]) for c in self.cards)
 
     @property
+    def declared_doubts(self) -> int:
+        """Deliberate doubts the deck declared (each checked to be flagged by both methods)."""
+        return sum(len(c.get("doubts") or []) for c in self.cards)
+
+    @property
     def failed_cards(self) -> list[str]:
         return [c["card"] for c in self.cards if c["mismatches"]]
 
@@ -115,9 +124,11 @@ def load_expected(path: str | Path) -> dict[str, dict[str, Any]]:
 
     JSON: ``{"cards": [{"file": "card-01.jpg", "page": 1, "candidate_number":
     "450126100042", "subject_code": "00015", "absent": false, "answers": {"1": "A",
-    "2": "", "26": "AC", …}}, …]}``. ``file`` is the path relative to the deck folder;
-    a page of a PDF or multi-page TIFF is ``"file.pdf#2"``. ``answers`` must name every
-    objective item on the card's page ("" = left blank).
+    "2": "", "26": "AC", …}, "doubts": ["7"]}, …]}``. ``file`` is the path relative to
+    the deck folder; a page of a PDF or multi-page TIFF is ``"file.pdf#2"``. ``answers``
+    must name every objective item on the card's page ("" = left blank). ``doubts``
+    (optional) names the items carrying a deliberately unclear mark, which both methods
+    must flag; their ``answers`` entries are not compared (a person decides those).
     """
     try:
         body = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -183,6 +194,14 @@ def _check_truth(name: str, entry: dict[str, Any], template: Template) -> dict[s
         if set(answers[code]) - set(options[code]) or len(set(answers[code])) != len(answers[code]):
             raise BatchError(f"{name}: item {code}: {answers[code]!r} is not a set of the options {options[code]}")
         answers[code] = "".join(o for o in options[code] if o in answers[code])   # the reader's order
+    doubts = entry.get("doubts", [])
+    if not isinstance(doubts, list) or not all(isinstance(d, (str, int)) for d in doubts):
+        raise BatchError(f"{name}: \"doubts\" must be a list of item codes")
+    doubts = [str(d) for d in doubts]
+    strange = sorted(set(doubts) - set(codes))
+    if strange or len(set(doubts)) != len(doubts):
+        raise BatchError(f"{name}: \"doubts\" must name objective items of page {page_code}, each once"
+                         + (f"; not on the page {', '.join(strange)}" if strange else ""))
     for field_, present in (("candidate_number", pg.candidate_number), ("subject_code", pg.subject_code)):
         if present and field_ not in entry:
             raise BatchError(f"{name}: expected answers need \"{field_}\" (null if left blank)")
@@ -193,7 +212,8 @@ def _check_truth(name: str, entry: dict[str, Any], template: Template) -> dict[s
 
     return {"page": page_code, "candidate_number": text("candidate_number", pg.candidate_number),
             "subject_code": text("subject_code", pg.subject_code),
-            "absent": bool(entry.get("absent", False)), "answers": {c: answers[c] for c in codes}}
+            "absent": bool(entry.get("absent", False)), "answers": {c: answers[c] for c in codes},
+            "doubts": [c for c in codes if c in doubts]}
 
 
 # --------------------------------------------------------------------------- comparison
@@ -203,6 +223,7 @@ def check_card(card: TrialCard, template: Template, subject_code: str) -> list[d
     if card.data is None:
         return [{"method": "-", "field": "file", "expected": "a readable page", "read": card.reject}]
     truth = card.truth
+    doubts = set(truth.get("doubts") or ())
     out: list[dict[str, Any]] = []
     results = {}
     for method in METHODS:
@@ -216,9 +237,16 @@ def check_card(card: TrialCard, template: Template, subject_code: str) -> list[d
             if summary[field_] != truth[field_]:
                 out.append({"method": method, "field": field_, "expected": truth[field_], "read": summary[field_]})
         objective = result.get("objective") or {}
+        flags = result.get("flags") or []
+        flagged = {f.get("item") for f in flags}
         for code, want in truth["answers"].items():
             q = objective.get(code)
             got = "".join(q.get("chosen") or []) if q else None
+            if code in doubts:   # a deliberate doubt: it must go to people, whatever was read
+                if code not in flagged:
+                    out.append({"method": method, "field": "doubt", "item": code, "expected": "a doubt",
+                                "read": got})
+                continue
             want_state = "blank" if not want else ("single" if len(want) == 1 else "multiple")
             if q is None or got != want or q.get("state") != want_state:
                 out.append({"method": method, "field": "item", "item": code, "expected": want, "read": got,
@@ -226,10 +254,11 @@ def check_card(card: TrialCard, template: Template, subject_code: str) -> list[d
             elif q.get("uncertain"):
                 out.append({"method": method, "field": "item", "item": code, "expected": want, "read": got,
                             "doubt": "uncertain " + "".join(q["uncertain"])})
-        for flag in result.get("flags") or []:
-            out.append({"method": method, "field": "flag", "item": flag.get("item"), "expected": None,
-                        "read": flag.get("code")})
-    if not out:
+        for flag in flags:
+            if flag.get("item") not in doubts:
+                out.append({"method": method, "field": "flag", "item": flag.get("item"), "expected": None,
+                            "read": flag.get("code")})
+    if not out and not doubts:   # with deliberate doubts the card goes to people: that is the test
         agreed, diffs, _flags = compare(results["a"], results["b"])
         if not agreed:   # both right yet not agreed would be a comparison fault: never pass it
             out.append({"method": "a+b", "field": "agreement", "expected": "agreed", "read": diffs})
@@ -239,6 +268,9 @@ def check_card(card: TrialCard, template: Template, subject_code: str) -> list[d
 def describe(card: str, m: dict[str, Any]) -> str:
     """One mismatch as a line for people."""
     where = f"item {m['item']}" if m.get("item") else m["field"].replace("_", " ")
+    if m["field"] == "doubt":
+        return (f"{card}: method {m['method']} did not flag {where} (read {m['read']!r}), "
+                "which the deck marks as a deliberate doubt")
     if m["field"] == "flag":
         return f"{card}: method {m['method']} raised {m['read']}" + (f" on item {m['item']}" if m.get("item") else "")
     if m.get("doubt"):
@@ -288,7 +320,8 @@ def read_trial(db, prepared: PreparedTrial, *, actor_id: int, progress: Progress
     deck = prepared.deck
     for n, card in enumerate(deck, start=1):
         mismatches = check_card(card, template, code)
-        report.cards.append({"card": card.name, "mismatches": mismatches})
+        doubts = card.truth.get("doubts") or []
+        report.cards.append({"card": card.name, "mismatches": mismatches, **({"doubts": doubts} if doubts else {})})
         if progress:
             progress({"card": card.name, "done": n, "total": len(deck), "ok": not mismatches})
     record = trials.record_trial_run(db, code, template_hash=report.template_hash,

@@ -80,3 +80,25 @@ def run_cli(ctx, *argv) -> int:
     batch_cli.register(sub)
     args = parser.parse_args(argv)
     return args.handler(args, ctx)
+
+
+def erasure_trial_deck(folder, roll, doubts) -> list[dict]:
+    """Two scanned test cards written to ``folder`` and their expected-answers entries; the
+    first card has a half-erased mark on item 2 beside its real answer (a deliberate
+    doubt), declared as that entry's ``doubts`` unless ``doubts`` is None."""
+    from omr.synthetic import Special
+    template = load_template(small_template())
+    folder.mkdir(parents=True)
+    cards = []
+    for i in range(2):
+        answers = ANSWERS[i]
+        erased = next(o for o in "ABCD" if o not in answers["2"])
+        specials = [Special("erasure", "2", erased, 0.3)] if i == 0 else []
+        data, truth = scan(template, answers, candidate=roll[i], seed=100 + i, fmt="jpeg", specials=specials)
+        (folder / f"scan-{i:04d}.jpg").write_bytes(data)
+        entry = {"file": f"scan-{i:04d}.jpg", "page": truth.page, "candidate_number": truth.candidate_number,
+                 "subject_code": truth.subject_code, "absent": truth.absent, "answers": truth.answers}
+        if i == 0 and doubts is not None:
+            entry["doubts"] = doubts
+        cards.append(entry)
+    return cards

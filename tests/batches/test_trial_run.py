@@ -4,6 +4,7 @@ subject, card template, recognition version and settings (both databases)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from types import SimpleNamespace
 
@@ -16,10 +17,10 @@ from marking.models import OmrTrialRun, ScanBatch
 from omr import batch_adapter as adapter
 from omr import batch_cli
 from omr.ingest import ingest_path
-from omr.trial import run_trial
+from omr.trial import describe, run_trial
 
 from tests.batches.batch_cards import two_page_template
-from tests.batches.batch_helpers import run_cli, trial_deck, write_cards
+from tests.batches.batch_helpers import erasure_trial_deck, run_cli, trial_deck, write_cards
 from tests.batches.conftest import build_world, pass_trial
 
 
@@ -30,6 +31,13 @@ def _scanned_deck(tmp_path, world, *, wrong_card: int | None = None, n: int = 2,
     expected = tmp_path / "expected.json"
     expected.write_text(json.dumps({"cards": cards}))
     return folder, expected
+
+
+def _deck_with_erasure(folder, world, doubts):
+    """``erasure_trial_deck`` written to ``folder``/deck with its expected-answers file."""
+    cards = erasure_trial_deck(folder / "deck", world.roll, doubts)
+    (folder / "expected.json").write_text(json.dumps({"cards": cards}))
+    return folder / "deck", folder / "expected.json"
 
 
 def _create(db, world, **overrides):
@@ -152,3 +160,37 @@ def test_r_omr_1_cli_trial_exits_0_on_pass_and_1_on_fail(db, settings, tmp_path,
     with db.read() as s:
         assert [r.passed for r in s.execute(select(OmrTrialRun).order_by(OmrTrialRun.id)).scalars()] == \
             [True, False, False]
+
+
+def test_r_omr_1_declared_doubts_must_be_flagged_by_both_methods(db, tmp_path):
+    """A trial deck may carry deliberately unclear marks: the trial then checks that the
+    system sends them to people (R-OMR-7) instead of reading them silently."""
+    world = build_world(db, trial=False)
+
+    def run(name, doubts):
+        folder, expected = _deck_with_erasure(tmp_path / name, world, doubts)
+        return run_trial(db, world.subject_code, actor_id=world.users["tech1"], cards_dir=folder,
+                         expected_file=expected)
+
+    def found(report):
+        return {(m["method"], m["field"], m["item"]) for m in report.cards[0]["mismatches"]}
+
+    undeclared = run("undeclared", None)   # an unexpected doubt fails the trial, as before
+    assert not undeclared.passed and undeclared.failed_cards == ["scan-0000.jpg"]
+    assert found(undeclared) >= {("a", "flag", "2"), ("b", "flag", "2")}
+    declared = run("declared", ["2"])   # both methods flag the declared doubt: it would go to people
+    assert declared.passed and declared.declared_doubts == 1
+    assert [c.get("doubts") for c in declared.cards] == [["2"], None]   # recorded with the card
+    missed = run("missed", [2, "5"])       # item 5 is cleanly filled: a declared doubt nobody raised
+    assert not missed.passed and found(missed) == {("a", "doubt", "5"), ("b", "doubt", "5")}
+    assert "did not flag item 5" in describe("scan-0000.jpg", missed.cards[0]["mismatches"][0])
+    for n, bad in enumerate(("2", ["99"], ["2", "2"], [None])):   # refused before any card is read
+        with pytest.raises(batches.BatchError, match="doubts"):
+            run(f"bad{n}", bad)
+    with db.read() as s:
+        rows = s.execute(select(OmrTrialRun).order_by(OmrTrialRun.id)).scalars().all()
+    assert [r.passed for r in rows] == [False, True, False]
+    recorded = json.loads(rows[1].report)["cards"]   # the record says which doubts were checked
+    assert recorded[0]["doubts"] == ["2"] and "doubts" not in recorded[1]
+    assert hashlib.sha256(rows[1].report.encode()).hexdigest() == rows[1].report_sha256
+    assert all("doubts" not in c for c in json.loads(rows[0].report)["cards"])   # none declared: plain form
