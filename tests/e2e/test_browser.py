@@ -193,6 +193,7 @@ def test_calibration_statistics_live(browser, server):
 
     expect(row.locator(".s-count")).to_have_text(str(before + 1), timeout=15_000)   # live, no reload
     expect(row.locator(".s-username")).to_have_text("marker2")
+    expect(row.locator(".s-recheck")).to_have_text("–")   # R-MARK-5 back-reads: none of marker2's yet
     expect(page.locator("#calibration-live img.plot")).to_have_attribute("src", re.compile(r"[?&]v=\d+"))
     expect(row.locator("img.live-plot").first).to_have_attribute("src", re.compile(r"/validity\.png(\?v=\d+)?$"))
     assert page.evaluate("window.__notReloaded === true")

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
 
 from marking import dispatch, submission
-from marking.models import Response
 from webhelpers import login
 
 
@@ -86,12 +84,15 @@ def test_statistics_json_for_the_leader_only(app, db, world):
     expected = {m["user_id"]: m for m in stats.marker_statistics(db, world.item_id)["markers"]}
     rows = {m["user_id"]: m for m in r.get_json()["markers"]}
     assert set(rows) == set(expected) and m1 in rows
-    for key in ("username", "count", "mean", "exact", "seeds", "validity", "seed_bias"):
+    for key in ("username", "count", "mean", "exact", "seeds", "validity", "seed_bias", "rechecked",
+                "recheck_changed", "recheck_change_rate"):
         assert rows[m1][key] == expected[m1][key], key
     assert rows[m1]["count"] == 1 and rows[m1]["username"] == "marker1"
+    assert rows[m1]["rechecked"] == 0 and rows[m1]["recheck"] is None   # R-MARK-5: nothing re-checked yet
     assert rows[m1]["alarm"] is None and rows[m1]["alarm_label"]
     assert login(app, "admin").get(url).status_code == 200
     assert login(app, "marker1").get(url).status_code == 403
     assert leader.get(f"/leader/items/{world.item2_id}/calibration/statistics").status_code == 403
     page = leader.get(f"/leader/items/{world.item_id}/calibration").get_data(as_text=True)
     assert f'data-user="{m1}"' in page and "calibration.js" in page
+    assert 'class="s-recheck"' in page

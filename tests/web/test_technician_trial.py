@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from marking import users
 from marking.models import OmrTrialRun, ScanBatch, User, UserRole
-from tests.batches.batch_helpers import trial_deck
+from tests.batches.batch_helpers import erasure_trial_deck, trial_deck
 from tests.batches.conftest import build_world as build_batch_world
 from webhelpers import PASSWORD, TOTP_SECRET, login
 
@@ -66,10 +66,12 @@ def run_to_report(actor, r, timeout=120):
     return p, actor.get(page.headers["Location"]).get_data(as_text=True)
 
 
-def scanned_deck(tmp_path, world, *, wrong_card=None, n=2):
-    """The zip of n scanned test cards and their expected answers (see ``trial_deck``)."""
+def scanned_deck(tmp_path, world, *, wrong_card=None, n=2, doubts=None):
+    """The zip of n scanned test cards and their expected answers (see ``trial_deck``;
+    with ``doubts``, the two cards of ``erasure_trial_deck`` instead)."""
     folder = tmp_path / "deck"
-    cards = trial_deck(folder, world.roll, n=n, wrong_card=wrong_card)
+    cards = (trial_deck(folder, world.roll, n=n, wrong_card=wrong_card) if doubts is None
+             else erasure_trial_deck(folder, world.roll, doubts))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for p in sorted(folder.iterdir()):
@@ -144,6 +146,15 @@ def test_scanned_trial_with_a_wrong_expected_answer_fails_naming_the_card(app, d
     assert p2["passed"] is True and "PASSED" in report
     page = tech.get("/technician/subjects/00015").get_data(as_text=True)
     assert [int(i) for i in re.findall(r'<tr data-trial="(\d+)">', page)] == [p2["trial_id"], p["trial_id"]]
+
+
+def test_scanned_trial_with_a_declared_doubt_passes_and_shows_it(app, db, settings, tworld, tmp_path):
+    tech = login(app, "tech1")
+    zip_buf, expected = scanned_deck(tmp_path, tworld, doubts=["2"])
+    p, report = run_to_report(tech, post_scans(tech, zip_buf, expected))
+    assert p["passed"] is True and "PASSED" in report
+    cells = re.findall(r'<td class="doubts">([^<]*)</td>', report)
+    assert cells == ["2", "–"], cells   # the first card's deliberate doubt, flagged by both methods
 
 
 @pytest.mark.parametrize("username", ["marker1", "leader", "keyofficer"])

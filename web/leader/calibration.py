@@ -35,7 +35,13 @@ def _do(item_id: int, ok, fn):
     return _back(item_id)
 
 
-STAT_KEYS = ("user_id", "username", "count", "mean", "exact", "seeds", "validity", "seed_bias", "pairs")
+STAT_KEYS = ("user_id", "username", "count", "mean", "exact", "seeds", "validity", "seed_bias", "pairs",
+             "rechecked", "recheck_changed", "recheck_change_rate")
+
+
+def _recheck_cell(m: dict) -> str | None:
+    """'changed / re-checked' (R-MARK-5 back-reads of the marker's work), or None before any."""
+    return f"{m['recheck_changed']} / {m['rechecked']}" if m.get("rechecked") else None
 
 
 def _alarm_label(cause: str | None) -> str:
@@ -50,7 +56,8 @@ def marker_rows(item_id: int) -> dict:
     with db().read() as session:
         for m in data["markers"]:
             cause = monitor.evaluate(session, m["user_id"], item_id).cause
-            rows.append({**{k: m.get(k) for k in STAT_KEYS}, "alarm": cause, "alarm_label": _alarm_label(cause)})
+            rows.append({**{k: m.get(k) for k in STAT_KEYS}, "recheck": _recheck_cell(m),
+                         "alarm": cause, "alarm_label": _alarm_label(cause)})
     return {"group": data["group"], "markers": rows}
 
 

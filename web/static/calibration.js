@@ -6,7 +6,7 @@
   if (!root) { return; }
   var d = root.dataset;
   var tbody = document.querySelector("#statistics tbody");
-  var CELLS = ["username", "count", "mean", "exact", "seeds", "validity", "seed_bias"];
+  var CELLS = ["username", "count", "mean", "exact", "seeds", "validity", "seed_bias", "recheck"];
 
   function show(v) { return v === null || v === undefined ? "–" : String(v); }
   function forUser(template, userId) { return template.replace("/markers/0/", "/markers/" + userId + "/"); }

@@ -54,6 +54,14 @@ ZH = {
     "Problem decided.": "问题卷已处理。",
     "Abnormal script decided.": "异常卷已处理。",
     "Re-check dispute decided.": "复查争议已裁定。",
+    "Re-check changes": "复查改分",
+    "Deliberate doubts": "预设疑点",
+    "Items marked unclearly on purpose, which both methods had to flag": "有意填涂不清、两种识读方法都须标记的题号",
+    "Expected answers: one entry per card with its file name and every objective item's options. List under "
+    "\"doubts\" the items marked unclearly on purpose: the trial then checks that both reads send them to people.":
+        "预期答案：每张卡一条，写明文件名及每道客观题的选项。在 \"doubts\" 下列出有意填涂不清的题号：试运行将检查两次识读都把它们交由人工处理。",
+    "Of the responses this marker read that the daily re-check re-read, how many the team leader changed":
+        "该评卷员所评答卷中经每日复查复评的份数，及其中被组长改分的份数",
     "Marker suspended.": "评卷员已暂停。",
     "Marker resumed.": "评卷员已恢复。",
     "Batch ingest is not available in this build yet.": "本版本尚不支持批次导入。",
