@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from marking import answer_keys, batches
 from marking.access import NotAllowed
-from marking.models import (AnswerKey, Candidate, Card, LedgerEvent, ObjectiveAnswer, OmrRead, RegisterEntry,
+from marking.models import (AnswerKey, Candidate, Card, LedgerEvent, OmrRead, RegisterEntry,
                             Script)
 from omr.ingest import ingest_path
 from omr.synthetic import Special

@@ -6,12 +6,11 @@ import io
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
 from marking import batches
-from marking.models import Card, PageImage, RegisterEntry, Script
+from marking.models import Card, PageImage, RegisterEntry
 from marking.storage import LocalImageStore, StorageFullError
 from omr.ingest import ingest_path, ingest_rescan
 from omr.template import load_template

@@ -5,11 +5,11 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from marking import batches, omr_queue
-from marking.models import Card, OmrRead, ScanBatch
+from marking.models import OmrRead
 from omr import batch_adapter as adapter
 
 T0 = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)

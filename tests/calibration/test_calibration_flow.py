@@ -138,7 +138,7 @@ def test_suspension_requeues_blast_radius(db):
     suspended = False
     for _ in range(40):
         try:
-            got = mark_next(db, bad, item, clock, seed_offset_cp=300, live_offset_cp=300)
+            mark_next(db, bad, item, clock, seed_offset_cp=300, live_offset_cp=300)
         except NotAllowed:
             suspended = True
             break

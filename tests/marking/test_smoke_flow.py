@@ -75,7 +75,7 @@ def test_arbitrator_does_not_see_superseded_marks(db):
 def test_marker_revises_own_mark_until_it_is_used(db):
     """Revisable while unresolved and unused, through the ledger (R-QC-4); not after."""
     from marking.access import NotAllowed
-    from marking.models import LedgerEvent, Mark
+    from marking.models import LedgerEvent
     import pytest
     ids = staffed_subject(db, markers=3)
     simulate.create_responses_for_testing(db, ids["subject_code"], 1, seed=3)

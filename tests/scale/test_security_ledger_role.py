@@ -17,7 +17,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from marking import ledger
-from marking.db import Database
 
 pytestmark = pytest.mark.timeout(60)
 
