@@ -44,6 +44,10 @@ from .template import Template
 
 Progress = Callable[[dict[str, Any]], None]
 METHODS = ("a", "b")
+# Darkness of a synthetic deck's deliberate erasure, as a share of a full mark: well
+# inside what both methods flag (bench_omr's erasure class flags residue from 15 %; at
+# 30–35 % both methods flagged it on every one of 260 seeded cards, 100 and 150 dpi).
+DOUBT_RESIDUE = 0.35
 
 
 @dataclass
@@ -96,26 +100,38 @@ def synthetic_deck(template: Template, n: int, *, subject_code: str, seed: int =
 
     Cards cycle through the template's pages; identity pages get a valid random
     candidate number and the subject code. Scans are mildly realistic (small skew,
-    noise, slight blur, JPEG) but carry no deliberate artefacts: a trial deck is well
-    filled, and every doubt the reader raises on it counts against the trial.
+    noise, slight blur, JPEG). Every second card with an answered single-choice item
+    (the 2nd, 4th, …) also carries one deliberate doubt: erasure residue beside the
+    answer (:data:`DOUBT_RESIDUE` of full darkness), declared in its truth, which both
+    methods must flag (R-OMR-7); any other doubt the reader raises counts against the trial.
     """
-    from .synthetic import ScanParams, random_answers, random_candidate_number, scan_card
+    from .synthetic import ScanParams, Special, random_answers, random_candidate_number, scan_card
     if n < 1:
         raise BatchError("a synthetic trial deck needs at least one card")
     rng = np.random.default_rng(seed)
     deck = []
+    with_singles = 0
     for i in range(n):
         page = template.pages[i % len(template.pages)]
         answers = random_answers(template, rng, page=page.code)
         number = random_candidate_number(rng) if page.candidate_number else None
         params = ScanParams(rotation_deg=float(rng.uniform(-1.0, 1.0)), noise_sigma=2.0,
                             blur_sigma=float(rng.uniform(0, 0.4)))
+        singles = [q for q, a in answers.items() if len(a) == 1 and template.objective_items[q]["kind"] == "single"]
+        specials = []
+        if singles:
+            with_singles += 1
+            if with_singles % 2 == 0:
+                q = singles[int(rng.integers(len(singles)))]
+                free = [o for o in template.objective_items[q]["options"] if o not in answers[q]]
+                specials.append(Special("erasure", q, free[int(rng.integers(len(free)))], DOUBT_RESIDUE))
         data, truth = scan_card(template, answers, params, seed=int(rng.integers(1 << 31)), dpi=dpi, fmt="jpeg",
                                 quality=90, page=page.code, candidate_number=number,
-                                subject_code=subject_code if page.subject_code else None, barcode=True)
+                                subject_code=subject_code if page.subject_code else None, barcode=True,
+                                specials=specials)
         deck.append(TrialCard(f"trial-{i + 1:04d}", data, {
             "page": truth.page, "candidate_number": truth.candidate_number, "subject_code": truth.subject_code,
-            "absent": truth.absent, "answers": truth.answers}))
+            "absent": truth.absent, "answers": truth.answers, "doubts": [s.item for s in specials]}))
     return deck
 
 

@@ -53,6 +53,8 @@ def test_r_omr_1_synthetic_trial_passes_and_is_recorded_with_a_ledger_entry(db):
     world = build_world(db, trial=False)
     report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=2, dpi=100)
     assert report.passed and report.mismatches == 0 and len(report.cards) == 2
+    # the second card carries a deliberate doubt (erasure residue), flagged by both methods
+    assert report.declared_doubts == 1 and "doubts" not in report.cards[0] and len(report.cards[1]["doubts"]) == 1
     with db.read() as s:
         row = s.execute(select(OmrTrialRun)).scalar_one()
         assert (row.id, row.passed, row.cards_read, row.mismatches, row.cards_failed, row.source) == \
@@ -194,3 +196,34 @@ def test_r_omr_1_declared_doubts_must_be_flagged_by_both_methods(db, tmp_path):
     assert recorded[0]["doubts"] == ["2"] and "doubts" not in recorded[1]
     assert hashlib.sha256(rows[1].report.encode()).hexdigest() == rows[1].report_sha256
     assert all("doubts" not in c for c in json.loads(rows[0].report)["cards"])   # none declared: plain form
+
+
+def test_r_omr_1_a_synthetic_deck_fails_when_a_method_reads_its_doubt_silently(db, monkeypatch):
+    """The synthetic deck's erasure tests the doubt path too: a method that read the card
+    without flagging the residue (here: its flags dropped) fails the trial on that item."""
+    from omr import trial as trial_module
+    world = build_world(db, trial=False)
+    read = adapter.read
+
+    def silent_b(data, template, method, **kw):
+        result, text_ = read(data, template, method, **kw)
+        if method == "b":
+            result = {**result, "flags": []}
+        return result, text_
+
+    monkeypatch.setattr(trial_module.adapter, "read", silent_b)
+    report = run_trial(db, world.subject_code, actor_id=world.users["tech1"], synthetic=2, dpi=100)
+    [doubt] = report.cards[1]["doubts"]
+    assert not report.passed and report.failed_cards == ["trial-0002"]
+    assert [(m["method"], m["field"], m["item"]) for m in report.cards[1]["mismatches"]] == [("b", "doubt", doubt)]
+
+
+def test_synthetic_deck_puts_a_doubt_on_every_second_card_with_single_choice_items():
+    from omr.template import load_template
+    from omr.trial import synthetic_deck
+    template = load_template(two_page_template())   # page 2 has no objective items
+    deck = synthetic_deck(template, 5, subject_code="00015", dpi=100)
+    assert [c.truth["page"] for c in deck] == [1, 2, 1, 2, 1]
+    assert [len(c.truth["doubts"]) for c in deck] == [0, 0, 1, 0, 0]   # the 2nd card of page 1
+    [item] = deck[2].truth["doubts"]
+    assert len(deck[2].truth["answers"][item]) == 1   # residue beside a single answer
