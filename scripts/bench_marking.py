@@ -24,7 +24,8 @@ What it does (one run, one backend):
    marks/s, request latency percentiles, and CPU milliseconds per mark spent by the
    servers, PostgreSQL and the client (from /proc: independent of other load).
 4. Latency at a stated load (``--latency-at``, default 50 % and 80 % of the saturation
-   rate): open-loop Poisson arrivals, each from an idle marker; latency from a mark's
+   rate): open-loop Poisson arrivals, each from an idle marker (chosen at random:
+   ``--idle-order``); latency from a mark's
    scheduled arrival to its answer (no coordinated omission). Also the server's own time
    per answer (its ``Server-Timing`` header: p50, p99) and, for the slowest 1 %, the median
    share of their latency spent inside the server's request handling. The same at the
@@ -693,20 +694,29 @@ def raw_load(db: Database, item_id: int, marker_ids: list[int], *, threads: int,
 
 
 def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, rate: float, duration: float,
-                   workers: int = 64, warmup: float = 2.0, seed: int = 1) -> LoadResult:
+                   workers: int = 64, warmup: float = 2.0, seed: int = 1, idle_order: str = "random") -> LoadResult:
     """Open loop: marks arrive at ``rate`` per second (Poisson), each from an idle marker.
 
     Latency runs from a mark's *scheduled* arrival to its answer, so a slow server is
     charged for the queue it causes (no coordinated omission). Every marker first
     claims a task; then each arrival is one workbench request (submit with next).
+
+    Which idle marker: ``random`` (default) — markers' reading times vary, so the order
+    in which they come back owes nothing to the order they were dealt in; ``fifo`` —
+    the one idle longest, as if every read took the same time: then the two markers
+    dealt the two reads of one response one after the other also submit one after the
+    other, and the second waits on the first's response lock far more often than real
+    markers would.
     """
-    import collections
     import queue as queue_mod
     import random
 
+    if idle_order not in ("random", "fifo"):
+        raise ValueError(f"idle_order must be random or fifo, not {idle_order!r}")
     jobs: queue_mod.Queue = queue_mod.Queue()
     held: dict[int, str] = {}
-    idle = collections.deque(range(len(sessions)))
+    idle = list(range(len(sessions)))
+    pick = random.Random(seed + 1)
     latencies: list[float] = []
     server_ms: list[float | None] = []
     errors: dict[str, int] = {}
@@ -790,7 +800,14 @@ def web_latency_at(ports: list[int], item_id: int, sessions: list[Session], *, r
         if delay > 0:
             time.sleep(delay)
         with lock:
-            i = idle.popleft() if idle else None
+            if not idle:
+                i = None
+            elif idle_order == "fifo":
+                i = idle.pop(0)
+            else:   # swap a random idle marker to the end and take it
+                k = pick.randrange(len(idle))
+                idle[k], idle[-1] = idle[-1], idle[k]
+                i = idle.pop()
         if i is None:
             skipped += 1   # every marker busy: the offered rate exceeds what the server gives
             continue
@@ -952,6 +969,10 @@ def main(argv=None) -> int:
     ap.add_argument("--marker-pace", type=float, default=18.0,
                     help="also an open-loop phase at one mark per marker every this many seconds (the pace "
                          "markers work: an essay read takes tens of seconds); 0 = no such phase")
+    ap.add_argument("--idle-order", choices=("random", "fifo"), nargs="+", default=["random"],
+                    help="latency phases: which idle marker makes the next arrival (random: reading times vary, as "
+                         "real markers' do; fifo: the one idle longest, as if every read took the same time); "
+                         "several: each latency phase once per order, in turn")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                     help="Socket.IO message queue for more than one server (required then, as in production)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per load phase")
@@ -974,6 +995,7 @@ def main(argv=None) -> int:
         "deferred" if backend == "postgresql" else "inline")
     results: dict = {"backend": backend, "markers": args.markers, "servers": args.servers, "threads": args.threads,
                      "clients": args.clients, "protocol": args.protocol, "duration_s": args.duration,
+                     "idle_order": args.idle_order,
                      "cpus": os.cpu_count(), "python": platform.python_version(), "ledger_chaining": chaining}
     workdir = Path(tempfile.mkdtemp(prefix="mc-bench-"))
     print(f"# marking load benchmark: {backend}, {args.markers} markers, {args.servers} × gunicorn -w 1 --threads "
@@ -1014,10 +1036,17 @@ def main(argv=None) -> int:
         if args.marker_pace > 0:
             phases.insert(0, ("latency_at_marker_pace", round(args.markers / args.marker_pace, 1),
                               f"the markers' pace (one mark each {args.marker_pace:g} s per marker)"))
-        for key, rate, label in phases:
-            at = web_latency_at(ports, world.item_id, sessions, rate=rate, duration=args.duration)
-            results[key] = {"offered_marks_per_s": rate, **at.summary()}
-            print(f"latency at {label} ({rate}/s):", json.dumps(results[key]), flush=True)
+        for base, rate, label in phases:
+            for order in args.idle_order:   # more than one: each phase once per order, in turn (a paired A/B)
+                name = base if order == args.idle_order[0] else f"{base}_{order}"
+                key, n = name, 1
+                while key in results:   # a repeated share (--latency-at 0.5 0.5): _2, _3, …
+                    n += 1
+                    key = f"{name}_{n}"
+                at = web_latency_at(ports, world.item_id, sessions, rate=rate, duration=args.duration,
+                                    idle_order=order)
+                results[key] = {"offered_marks_per_s": rate, "idle_order": order, **at.summary()}
+                print(f"latency at {label} ({rate}/s, {order} idle order):", json.dumps(results[key]), flush=True)
         for server in servers:
             server.stop()
         servers = []

@@ -16,6 +16,8 @@ def test_bench_marking_smoke_run(backend, tmp_path, request):
     args = ["--markers", "6", "--responses", "3000", "--duration", "2", "--skip-scale",
             "--clients", "4", "--threads", "2", "--latency-at", "0.5", "--marker-pace", "0.5",
             "--json", str(tmp_path / "out.json")]
+    if backend == "sqlite":   # a paired A/B of the idle order: each latency phase once per order
+        args += ["--idle-order", "random", "fifo"]
     if backend == "postgresql":
         server = request.getfixturevalue("pg_server")
         args += ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
@@ -32,6 +34,10 @@ def test_bench_marking_smoke_run(backend, tmp_path, request):
     paced = out["latency_at_marker_pace"]   # 6 markers, one mark each 0.5 s per marker
     assert paced["offered_marks_per_s"] == 12.0 and paced["marks"] > 0 and paced["submit_p50_ms"] > 0
     assert out["raw"]["marks"] > 0 and out["web_over_raw"] > 0
+    assert latency["idle_order"] == "random"
+    if backend == "sqlite":
+        assert out["latency_at_50pct_fifo"]["idle_order"] == "fifo" and out["latency_at_50pct_fifo"]["marks"] > 0
+        assert out["latency_at_marker_pace_fifo"]["offered_marks_per_s"] == 12.0
 
 
 def test_bench_says_so_when_the_saturation_phase_completes_nothing(tmp_path, monkeypatch, capsys):
@@ -49,3 +55,8 @@ def test_bench_says_so_when_the_saturation_phase_completes_nothing(tmp_path, mon
     results = json.loads(out.read_text())
     assert offered == [2.0] and "latency_at_marker_pace" in results   # the paced phase does not depend on it
     assert "latency_at_50pct" not in results and results["error"] == "saturation phase completed no marks"
+
+
+def test_latency_phase_refuses_an_unknown_idle_order():
+    with pytest.raises(ValueError, match="idle_order"):
+        bm.web_latency_at([1], 1, [], rate=1.0, duration=0.1, idle_order="lifo")
