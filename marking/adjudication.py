@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
@@ -30,13 +30,32 @@ OUTCOME_REASON = {"agreed": "agreement", "third_resolved": "third_mark", "arbitr
 # Built once: these run on every submit (issue 8's load target).
 _LOCK_RESPONSE = (select(Response).where(Response.id == bindparam("response_id")).with_for_update()
                   .execution_options(populate_existing=True))
-# Plain rows (id, kind, score_cp, condition_code, marker_id): the decision only reads them.
-_CHAIN_MARKS = (select(Mark.id, Mark.kind, Mark.score_cp, Mark.condition_code, Mark.marker_id, Mark.response_id,
-                       Mark.task_id)
-                .join(MarkTask, MarkTask.id == Mark.task_id)
-                .where(Mark.response_id == bindparam("response_id"), one_of(Mark.kind, CHAIN_KINDS),
-                       MarkTask.status != "cancelled")  # a superseded mark (issue 7 re-queue) is out
-                .order_by(Mark.id))
+
+class ChainMark(NamedTuple):
+    """A live chain mark as the decision reads it (Mark's attribute names, read-only)."""
+    id: int
+    kind: str
+    score_cp: int | None
+    condition_code: str | None
+    marker_id: int
+    response_id: int
+    task_id: int
+
+
+# Plain rows (ChainMark's columns): the decision only reads them.
+CHAIN_MARK_COLUMNS = (Mark.id, Mark.kind, Mark.score_cp, Mark.condition_code, Mark.marker_id, Mark.response_id,
+                      Mark.task_id)
+
+
+def live_chain_mark_filter(response_id) -> tuple:
+    """WHERE conditions on mark ⨝ mark_task for a response's live chain marks
+    (``response_id``: a value or a bind parameter)."""
+    return (Mark.response_id == response_id, one_of(Mark.kind, CHAIN_KINDS),
+            MarkTask.status != "cancelled")   # a superseded mark (issue 7 re-queue) is out
+
+
+_CHAIN_MARKS = (select(*CHAIN_MARK_COLUMNS).join(MarkTask, MarkTask.id == Mark.task_id)
+                .where(*live_chain_mark_filter(bindparam("response_id"))).order_by(Mark.id))
 _RESOLUTION = Resolution.__table__
 # The next version is read inside the INSERT: one statement (``for_response``, not
 # ``response_id``, so the parameter is not taken for the column's value).
@@ -106,21 +125,28 @@ def _inputs(marks: dict[str, Mark], item: Item, decision: Decision) -> dict[str,
     }
 
 
-def current_decision(session: Session, response: Response, item: Item
+def current_decision(session: Session, response: Response, item: Item, *, marks: dict[str, Any] | None = None
                      ) -> tuple[Decision, dict[str, Mark], ResolutionPolicy]:
-    """What the item's policy says about the response's live marks right now."""
+    """What the item's policy says about the response's live marks right now.
+
+    ``marks``: the live chain marks by kind when the caller has just read them with
+    the response row locked (the submit does, in its mark's INSERT); else read here.
+    """
     policy_row, params = policy_for_item(session, item)
-    marks = chain_marks(session, response.id)
+    if marks is None:
+        marks = chain_marks(session, response.id)
     mark_set = MarkSet(**{k: from_cp(m.score_cp) for k, m in marks.items()})
     decision = decide(params, mark_set, threshold=from_cp(item.threshold_cp),
                       max_score=from_cp(item.max_cp), double_marked=item.double_marked)
     return decision, marks, policy_row
 
 
-def advance(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:
-    """Apply the item's policy to the response's marks (response already locked)."""
+def advance(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None,
+            marks: dict[str, Any] | None = None) -> Decision:
+    """Apply the item's policy to the response's marks (response already locked;
+    ``marks`` as for :func:`current_decision`)."""
     item = session.get(Item, response.item_id)
-    decision, marks, policy_row = current_decision(session, response, item)
+    decision, marks, policy_row = current_decision(session, response, item, marks=marks)
     if decision.action == "wait":
         response.status = "marking" if marks else "pending"
     elif decision.action == "third":

@@ -20,11 +20,13 @@ from fractions import Fraction
 from typing import Iterable
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from . import events, ledger
 from .access import LeaseError, NotAllowed, active_user
-from .adjudication import advance, current_decision, lock_response
+from .adjudication import (CHAIN_KINDS, CHAIN_MARK_COLUMNS, ChainMark, advance, current_decision,
+                           live_chain_mark_filter, lock_response)
 from .centre_time import now_or
 from .models import Item, Mark, MarkTask, ResolutionPolicy, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
@@ -65,18 +67,41 @@ _MARK_COLUMNS = ("response_id", "task_id", "marker_id", "score_cp", "condition_c
 
 
 def _fenced_mark_insert():
-    """PostgreSQL: the fence and the mark in one statement (the INSERT reads the fenced row).
+    """PostgreSQL: the fence, the mark and the response's other live chain marks in one
+    statement (the INSERT reads the fenced row).
 
-    ``WITH done AS (UPDATE mark_task … RETURNING slot, claimed_at) INSERT INTO mark
-    SELECT … FROM done RETURNING id, kind``: no row when the fence refuses.
+    ``WITH done AS (UPDATE mark_task … RETURNING slot, claimed_at), inserted AS (INSERT
+    INTO mark SELECT … FROM done RETURNING id, kind) SELECT id, kind, (the live chain
+    marks as JSON) FROM inserted``: no row when the fence refuses. The caller holds the
+    response row's lock before this statement starts, and under READ COMMITTED a
+    statement's snapshot is taken when it starts, so it sees every mark committed by the
+    transactions that lock waited for (the locking SELECT's own snapshot, taken before
+    the wait, would not). The new mark is not in that snapshot; the caller adds it.
     """
     done = _FENCED_DONE.cte("done")
     # ``new_*`` names: a parameter named like a mark_task column would become a SET of the UPDATE.
     values = [bindparam(f"new_{c}", type_=_MARK.c[c].type) for c in _MARK_COLUMNS]
     started = func.coalesce(bindparam("new_started_at", type_=_MARK.c.started_at.type), done.c.claimed_at)
     source = select(*values, done.c.slot, started)
-    return (insert(_MARK).from_select(list(_MARK_COLUMNS) + ["kind", "started_at"], source, include_defaults=False)
-            .returning(_MARK.c.id, _MARK.c.kind))
+    inserted = (insert(_MARK).from_select(list(_MARK_COLUMNS) + ["kind", "started_at"], source,
+                                          include_defaults=False)
+                .returning(_MARK.c.id, _MARK.c.kind).cte("inserted"))
+    prior = (select(func.json_agg(aggregate_order_by(func.json_build_array(*CHAIN_MARK_COLUMNS), Mark.id)))
+             .select_from(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
+             .where(*live_chain_mark_filter(bindparam("new_response_id", type_=_MARK.c.response_id.type)))
+             .scalar_subquery())
+    return select(inserted.c.id, inserted.c.kind, prior.label("prior"))
+
+
+def _live_chain(prior, new: ChainMark) -> dict[str, ChainMark]:
+    """The response's live chain marks by kind, as ``chain_marks`` reads them: the
+    statement's earlier marks (by id) and then the new one, when it is a chain mark."""
+    if isinstance(prior, str):   # the JSON as text, if the driver did not parse it
+        prior = json.loads(prior)
+    marks = {row[1]: ChainMark(*row) for row in prior or ()}
+    if new.kind in CHAIN_KINDS:
+        marks[new.kind] = new
+    return marks
 
 
 _FENCED_MARK_INSERT = _fenced_mark_insert()
@@ -181,6 +206,7 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         row = {"response_id": response.id, "task_id": found.id, "marker_id": user_id, "score_cp": score_cp,
                "condition_code": condition_code, "flags": json.dumps(flags), "request_id": request_id,
                "started_at": started_at, "submitted_at": now, "dwell_ms": dwell_ms}
+        live = None   # the live chain marks, when the mark's statement read them
         if score_cp is not None and conn.dialect.name == "postgresql":
             # UNIQUE(marker_id, request_id), (response, marker) back the insert
             inserted = conn.execute(_FENCED_MARK_INSERT, {
@@ -188,7 +214,9 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
                 "task": found.id, "token": token, "holder": user_id}).first()
             if inserted is None:
                 return refused(session, found.id)
-            mark_id, slot = inserted
+            mark_id, slot, prior = inserted
+            live = _live_chain(prior, ChainMark(mark_id, slot, score_cp, condition_code, user_id, response.id,
+                                                found.id))
         else:
             done = conn.execute(_FENCED_DONE, {"task": found.id, "token": token, "holder": user_id}).first()
             if done is None:
@@ -209,7 +237,7 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         result = SubmitResult(mark_id, format_points(from_cp(score_cp)), condition_code, False)
         needs_objects = flags or slot in CALIBRATION_SLOTS or slot in ("review", "extra")
         if not needs_objects:
-            advance(session, response, now=now, actor_id=user_id)
+            advance(session, response, now=now, actor_id=user_id, marks=live)
             return result
         mark = session.get(Mark, mark_id)
         if flags:

@@ -122,3 +122,39 @@ def test_many_processes(db, db_url):
         stats = [j.get(timeout=180) for j in jobs]
     assert sum(s["submitted"] for s in stats) >= 48
     check_invariants(db, ids["items"])
+
+
+def test_paired_reads_submitted_at_once_always_reach_their_decision(db):
+    """R-MARK-3 under a race: the two reads of a response submitted at the same moment.
+    Whichever commits second must decide on the first's mark (0 and 10 of 10 points,
+    threshold 2: a third read) — it waited for the response lock, and the marks it
+    decides on are read after that wait (on PostgreSQL inside its mark's statement,
+    whose snapshot starts after the lock is granted)."""
+    ids = staffed_subject(db, markers=2, item_specs=[dict(code="Q1")])
+    simulate.create_responses_for_testing(db, ids["subject_code"], 10, seed=3)
+    (m1, m2), item = ids["markers"], ids["items"][0]
+    errors = []
+    for _ in range(10):
+        views = [dispatch.claim_next(db, m, item) for m in (m1, m2)]
+        barrier = threading.Barrier(2)
+
+        def submit(marker, view, score):
+            try:
+                barrier.wait()
+                submission.submit_mark(db, marker, view.token, score, request_id=view.token)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit, args=(m, v, s)) for m, v, s in zip((m1, m2), views, ("0", "10"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    with db.read() as s:
+        pairs = s.execute(select(Mark.response_id).where(Mark.kind.in_(("first", "second")))
+                          .group_by(Mark.response_id).having(func.count() == 2)).scalars().all()
+        thirds = set(s.execute(select(MarkTask.response_id).where(MarkTask.slot == "third")).scalars())
+        status = dict(s.execute(select(Response.id, Response.status)).all())
+    assert len(pairs) == 10   # each round's two claims were the two reads of one response
+    assert thirds == set(pairs) and {status[r] for r in pairs} == {"third"}
