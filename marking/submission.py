@@ -95,9 +95,8 @@ def _fenced_mark_insert():
 
 def _live_chain(prior, new: ChainMark) -> dict[str, ChainMark]:
     """The response's live chain marks by kind, as ``chain_marks`` reads them: the
-    statement's earlier marks (by id) and then the new one, when it is a chain mark."""
-    if isinstance(prior, str):   # the JSON as text, if the driver did not parse it
-        prior = json.loads(prior)
+    statement's earlier marks (by id; psycopg parses the JSON, None when there are none)
+    and then the new one, when it is a chain mark."""
     marks = {row[1]: ChainMark(*row) for row in prior or ()}
     if new.kind in CHAIN_KINDS:
         marks[new.kind] = new
