@@ -44,9 +44,9 @@ from .template import Template
 
 Progress = Callable[[dict[str, Any]], None]
 METHODS = ("a", "b")
-# Darkness of a synthetic deck's deliberate erasure, as a share of a full mark: well
-# inside what both methods flag (bench_omr's erasure class flags residue from 15 %; at
-# 30–35 % both methods flagged it on every one of 260 seeded cards, 100 and 150 dpi).
+# Darkness of a synthetic deck's deliberate erasure, as a share of a full mark: at
+# 30–35 % both methods flagged it on every one of 260 seeded cards (100 and 150 dpi);
+# fainter residue is not flagged every time, and a trial must not fail by chance.
 DOUBT_RESIDUE = 0.35
 
 
