@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from .models import OutboxEvent
@@ -45,10 +44,6 @@ def write_pending(session: Session) -> None:
 
 def discard_pending(session: Session) -> None:
     session.info.pop(PENDING_KEY, None)
-
-
-sa_event.listen(Session, "before_commit", write_pending)
-sa_event.listen(Session, "after_rollback", discard_pending)
 
 
 def item_topic(item_id: int) -> str:
@@ -85,3 +80,7 @@ def prune(db, *, keep: dt.timedelta, now: dt.datetime | None = None) -> int:
         removed += count
         if count < PRUNE_BATCH:
             return removed
+
+
+# The before_commit listener that writes this module's queue (with the ledger's).
+from . import commit_writes  # noqa: E402,F401

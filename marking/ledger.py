@@ -177,7 +177,7 @@ DEFERRED_KEY = "mc_ledger_deferred"
 def write_pending(session: Session) -> None:
     """Write the queued events (in order): chained now, or as entries for the chainer.
 
-    Runs in ``before_commit`` of every session; callers that must read their own
+    Runs in ``before_commit`` of every session (``marking.commit_writes``); callers that must read their own
     events back inside the transaction may call it earlier (later events still chain
     after these).
     """
@@ -185,7 +185,7 @@ def write_pending(session: Session) -> None:
     if not pending:
         return
     if session.info.get(DEFERRED_KEY):
-        session.connection().execute(_INSERT_ENTRIES, [_entry_row(event) for event in pending])
+        session.connection().execute(_INSERT_ENTRIES, [entry_row(event) for event in pending])
         return
     conn = session.connection()
     head_row = conn.execute(_LOCK_HEAD).first()
@@ -194,7 +194,7 @@ def write_pending(session: Session) -> None:
     session.info["ledger_head"] = _chain(conn, head_row, pending, entry_ids=None)
 
 
-def _entry_row(event: PendingEvent) -> dict[str, Any]:
+def entry_row(event: PendingEvent) -> dict[str, Any]:
     return {"at": event.at, "actor_id": event.actor_id, "action": event.action, "entity": event.entity,
             "entity_id": event.entity_id, "reason": event.reason, "data": event.data}
 
@@ -290,12 +290,6 @@ def recorded_data(session: Session, *, action: str, entity: str, entity_id: str)
 
 def discard_pending(session: Session) -> None:
     session.info.pop(PENDING_KEY, None)
-
-
-# Every session, whatever made it: queued events are written by the commit that makes
-# their change durable, and dropped with a rollback.
-sa_event.listen(Session, "before_commit", write_pending)
-sa_event.listen(Session, "after_rollback", discard_pending)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -501,3 +495,7 @@ def verify(db, store: CheckpointStore | None) -> VerifyResult:
                                 f"event {cp.seq} differs from the signed checkpoint: "
                                 f"the chain was rewritten at or before {cp.seq}")
     return VerifyResult(True, count, last_seq, len(checkpoints), unchained=unchained)
+
+
+# The before_commit listener that writes this module's queue (with the outbox's).
+from . import commit_writes  # noqa: E402,F401

@@ -9,12 +9,13 @@ must be impossible to alter or drop before it is chained.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
-from marking import ledger
+from marking import events, ledger
 from marking.chainer import LedgerChainer
 from marking.config import ConfigError, load_settings
 from marking.db import Database
@@ -74,6 +75,50 @@ def test_events_of_one_transaction_chain_in_call_order(deferred):
     with deferred.read() as s:
         rows = s.execute(text("SELECT seq, action FROM ledger_event ORDER BY seq")).all()
     assert [tuple(r) for r in rows] == [(1, "a.0"), (2, "a.1"), (3, "a.2")]
+
+
+def _statements(db) -> list[str]:
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: seen.append(" ".join(sql.split())))
+    return seen
+
+
+def test_ledger_entries_and_outbox_events_of_a_commit_are_written_in_queue_order(deferred):
+    """marking.commit_writes: on PostgreSQL both queues go in one statement (issue 8);
+    on either backend the entries and the events keep their queue order in the ids and
+    the values arrive intact, NULLs and non-ASCII text included."""
+    seen = _statements(deferred)
+    with deferred.write() as s:
+        for n in range(3):
+            ledger.append(s, actor_id=None if n == 1 else 7, action=f"a.{n}", entity="x", entity_id=n,
+                          data={"n": n, "名": "阅卷"}, reason="agreement" if n == 2 else None, at=FIXED)
+            events.publish(s, f"item:{n}", f"e.{n}", {"n": n})
+    writes = [sql for sql in seen if sql.startswith(("INSERT", "WITH"))]
+    if deferred.dialect == "postgresql":
+        assert len(writes) == 1 and "ledger_entry" in writes[0] and "outbox_event" in writes[0]
+    else:
+        assert len(writes) == 2
+    with deferred.read() as s:
+        entries = s.execute(text("SELECT actor_id, action, entity_id, reason, data FROM ledger_entry ORDER BY id")).all()
+        outbox = s.execute(text("SELECT topic, name, payload, created_at FROM outbox_event ORDER BY id")).all()
+    assert [tuple(r)[:4] for r in entries] == [(7, "a.0", "0", None), (None, "a.1", "1", None),
+                                               (7, "a.2", "2", "agreement")]
+    assert json.loads(entries[0].data) == {"n": 0, "名": "阅卷"}
+    assert [(r.topic, r.name, json.loads(r.payload)) for r in outbox] == [
+        ("item:0", "e.0", {"n": 0}), ("item:1", "e.1", {"n": 1}), ("item:2", "e.2", {"n": 2})]
+    assert all(r.created_at is not None for r in outbox)
+    assert ledger.chain_pending(deferred) == 3 and ledger.verify(deferred, None).ok
+
+
+def test_a_rolled_back_change_leaves_neither_entry_nor_outbox_event(deferred):
+    with pytest.raises(RuntimeError):
+        with deferred.write() as s:
+            ledger.append(s, actor_id=1, action="a.lost", entity="x", entity_id=1, data={})
+            events.publish(s, "item:1", "lost")
+            raise RuntimeError("the change fails")
+    with deferred.write() as s:   # the next transaction of the same factory starts with empty queues
+        events.publish(s, "item:1", "kept")
+    assert (_count(deferred, "ledger_entry"), _count(deferred, "outbox_event")) == (0, 1)
 
 
 def test_an_entry_cannot_be_altered_or_dropped_before_it_is_chained(deferred):
