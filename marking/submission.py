@@ -28,7 +28,7 @@ from .access import LeaseError, NotAllowed, active_user
 from .adjudication import (CHAIN_KINDS, CHAIN_MARK_COLUMNS, ChainMark, advance, current_decision,
                            live_chain_mark_filter, lock_response)
 from .centre_time import now_or
-from .models import Item, Mark, MarkTask, ResolutionPolicy, User
+from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .policy import default_policy_id, remember_policy
 from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
@@ -46,16 +46,31 @@ _TASK = MarkTask.__table__
 _MARK = Mark.__table__
 # Built once (every submit runs them): the user, the token's task, its item and the item's
 # policy version (the decision needs it), and a used request id.
-_FOUND = (select(User.active, _TASK.c.id, _TASK.c.response_id,
-                 select(Mark.task_id).where(Mark.marker_id == bindparam("user_id"),
-                                            Mark.request_id == bindparam("request_id"))
-                 .scalar_subquery().label("used_task"),
-                 Item, ResolutionPolicy)
+_USED_TASK = (select(Mark.task_id).where(Mark.marker_id == bindparam("user_id"),
+                                         Mark.request_id == bindparam("request_id"))
+              .scalar_subquery().label("used_task"))
+_ITEM_POLICY = ResolutionPolicy.id == func.coalesce(Item.policy_id, default_policy_id())
+_FOUND = (select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, Item, ResolutionPolicy)
           .select_from(User)
           .outerjoin(_TASK, _TASK.c.lease_token == bindparam("token"))
           .outerjoin(Item, Item.id == _TASK.c.item_id)
-          .outerjoin(ResolutionPolicy, ResolutionPolicy.id == func.coalesce(Item.policy_id, default_policy_id()))
+          .outerjoin(ResolutionPolicy, _ITEM_POLICY)
           .where(User.id == bindparam("user_id")))
+# PostgreSQL: the same facts and the response row locked, in one round trip. No row when
+# the user or the token is unknown (then ``_FOUND`` says which). Under READ COMMITTED a
+# lock wait returns the response row as the holder committed it (the columns of the
+# other tables are from before the wait: the fence re-checks the task, and a request id
+# committed meanwhile is found when the fence refuses).
+_FOUND_AND_LOCKED = (select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, Item, ResolutionPolicy,
+                            Response)
+                     .select_from(User)
+                     .join(_TASK, _TASK.c.lease_token == bindparam("token"))
+                     .join(Response, Response.id == _TASK.c.response_id)
+                     .join(Item, Item.id == _TASK.c.item_id)
+                     .outerjoin(ResolutionPolicy, _ITEM_POLICY)
+                     .where(User.id == bindparam("user_id"))
+                     .with_for_update(of=Response)
+                     .execution_options(populate_existing=True))
 # The fence: only the holder's current lease turns into a done task.
 _FENCED_DONE = (update(_TASK)
                 .where(_TASK.c.id == bindparam("task"), _TASK.c.lease_token == bindparam("token"),
@@ -183,9 +198,15 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
 
     def fn(session: Session) -> SubmitResult:
         conn = session.connection()
+        postgresql = conn.dialect.name == "postgresql"
         # One round trip: is the user active, which task holds this token (and its item),
-        # was this request id used before (then it is a replay, or a conflict).
-        found = session.execute(_FOUND, {"user_id": user_id, "token": token, "request_id": request_id}).first()
+        # was this request id used before (then it is a replay, or a conflict); on
+        # PostgreSQL also the response row, locked.
+        params = {"user_id": user_id, "token": token, "request_id": request_id}
+        found = session.execute(_FOUND_AND_LOCKED, params).first() if postgresql else None
+        locked = found.Response if found is not None else None
+        if found is None:
+            found = session.execute(_FOUND, params).first()
         if found is None or not found.active:
             raise NotAllowed(f"user {user_id} does not exist or is disabled")
         if found.used_task is not None:
@@ -197,7 +218,7 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
                              "back to the pool, or it was never yours")
         item = found.Item
         remember_policy(session, item, found.ResolutionPolicy)
-        response = lock_response(session, found.response_id)   # lock order: response, then task
+        response = locked or lock_response(session, found.response_id)   # lock order: response, then task
         try:
             score_cp = validate_score(item, score, condition_code)
         except ScoreError:
@@ -206,7 +227,7 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
                "condition_code": condition_code, "flags": json.dumps(flags), "request_id": request_id,
                "started_at": started_at, "submitted_at": now, "dwell_ms": dwell_ms}
         live = None   # the live chain marks, when the mark's statement read them
-        if score_cp is not None and conn.dialect.name == "postgresql":
+        if score_cp is not None and postgresql:
             # UNIQUE(marker_id, request_id), (response, marker) back the insert
             inserted = conn.execute(_FENCED_MARK_INSERT, {
                 **{f"new_{key}": value for key, value in row.items()},
