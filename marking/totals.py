@@ -50,12 +50,19 @@ _ITEM_FINALS = (select(Item.id, Item.code, Response.id.label("response_id"), Res
                 .outerjoin(Response, and_(Response.item_id == Item.id, Response.script_id == bindparam("script_id")))
                 .where(Item.subject_id == bindparam("subject_id"), Item.kind == "subjective")
                 .order_by(Item.ordinal, Response.id))
-# The script (locked), its subject, and whether the subject has objective items: one read.
-_LOCK_SCRIPT = (select(Script, Subject, exists().where(Item.subject_id == Script.subject_id,
-                                                       Item.kind == "objective").label("has_objective"))
-                .join(Subject, Subject.id == Script.subject_id)
-                .where(Script.id == bindparam("script_id")).with_for_update(of=Script)
-                .execution_options(populate_existing=True))
+def locked_script_statement(*columns):
+    """The script (locked), its subject, and whether the subject has objective items: one
+    read (``columns``: more to read in the same statement)."""
+    return (select(*columns, Script, Subject,
+                   exists().where(Item.subject_id == Script.subject_id, Item.kind == "objective")
+                   .label("has_objective"))
+            .select_from(Script)
+            .join(Subject, Subject.id == Script.subject_id)
+            .where(Script.id == bindparam("for_script")).with_for_update(of=Script)
+            .execution_options(populate_existing=True))
+
+
+_LOCK_SCRIPT = locked_script_statement()
 
 
 def has_objective_items(session: Session, subject_id: int) -> bool:
@@ -93,9 +100,12 @@ def compute(session: Session, script: Script, subject: Subject, *,
 
 
 def recompute_script(session: Session, script_id: int, *, now: dt.datetime, actor_id: int | None,
-                     reason: str | None = None) -> ScriptTotal:
-    """Recompute and store the total (script row locked: concurrent finals see each other)."""
-    script, subject, has_objective = session.execute(_LOCK_SCRIPT, {"script_id": script_id}).one()
+                     reason: str | None = None, locked: tuple | None = None) -> ScriptTotal:
+    """Recompute and store the total (script row locked: concurrent finals see each other).
+
+    ``locked``: the (script, subject, has_objective) row when the caller has just locked
+    it with :func:`locked_script_statement` (then the finals are read after that lock)."""
+    script, subject, has_objective = locked or session.execute(_LOCK_SCRIPT, {"for_script": script_id}).one()
     result = compute(session, script, subject, has_objective=has_objective)
     if not result.complete:
         return result

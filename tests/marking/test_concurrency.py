@@ -10,7 +10,7 @@ from fractions import Fraction
 from sqlalchemy import func, select
 
 from marking import dispatch, ledger, policy, simulate, submission, totals
-from marking.models import Item, LedgerEvent, Mark, MarkTask, Response
+from marking.models import Item, LedgerEvent, Mark, MarkTask, Response, Script
 from marking.models.work import MarkAssignment
 from marking.scores import from_cp
 from tests.marking import _workers
@@ -158,3 +158,43 @@ def test_paired_reads_submitted_at_once_always_reach_their_decision(db):
         status = dict(s.execute(select(Response.id, Response.status)).all())
     assert len(pairs) == 10   # each round's two claims were the two reads of one response
     assert thirds == set(pairs) and {status[r] for r in pairs} == {"third"}
+
+
+def test_a_scripts_last_two_finals_at_once_always_total_it(db):
+    """The script total under a race: the finals of a script's two items decided at the
+    same moment. Whichever commits second must see the first's final and total the
+    script — it waited for the script's lock, and the finals it adds up are read after
+    that wait (on PostgreSQL the lock is taken by the final's own statement, whose
+    snapshot predates the wait, so the finals must come from the statement after it)."""
+    ids = staffed_subject(db, markers=2, item_specs=[dict(code="Q1", double_marked=False),
+                                                      dict(code="Q2", double_marked=False)])
+    simulate.create_responses_for_testing(db, ids["subject_code"], 8, seed=4)
+    (m1, m2), (q1, q2) = ids["markers"], ids["items"]
+    errors = []
+    for _ in range(8):
+        views = [dispatch.claim_next(db, m1, q1), dispatch.claim_next(db, m2, q2)]
+        barrier = threading.Barrier(2)
+
+        def submit(marker, view, score):
+            try:
+                barrier.wait()
+                submission.submit_mark(db, marker, view.token, score, request_id=view.token)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit, args=(m, v, s)) for m, v, s in zip((m1, m2), views, ("3", "4.5"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    with db.read() as s:
+        scripts = s.execute(select(Response.script_id).group_by(Response.script_id)
+                            .having(func.count() == 2, func.min(Response.status) == "resolved",
+                                    func.max(Response.status) == "resolved")).scalars().all()
+        rows = s.execute(select(Script.id, Script.status, Script.objective_cp, Script.total_num, Script.total_den)
+                         .where(Script.id.in_(scripts))).all()
+    assert len(rows) == 8   # each round's two claims were the two items of one script
+    for _id, status, objective_cp, num, den in rows:
+        assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + Fraction(15, 2)
+    assert totals.verify_results(db) == []
