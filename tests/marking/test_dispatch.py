@@ -258,6 +258,44 @@ def test_a_claim_is_a_fixed_handful_of_statements(db, world):
     assert first == len(seen) - first <= 5, seen
 
 
+# The workbench step's statements (submit + next claim, deferred chaining as the servers
+# run it): PostgreSQL — the facts with the response locked; the fenced mark with the
+# response's chain marks; on a first read the response's status; on the read that decides
+# the resolution with the chain closed and the script locked, the script's finals and its
+# new total; then the claim's facts and deal, and the ledger and outbox rows at commit.
+WORKBENCH_STATEMENTS = {"postgresql": {"first read": 6, "deciding read": 8},
+                        "sqlite": {"first read": 12, "deciding read": 17}}
+
+
+def test_a_mark_is_a_fixed_handful_of_statements(db, db_url, world):
+    """Issue 8 counts round trips per mark; this pins them (a change that adds one fails here)."""
+    from sqlalchemy import event
+
+    from marking import workbench
+    from marking.db import Database
+    deferred = Database(db_url, ledger_chaining="deferred")
+    m1, m2, _ = world["markers"]
+    item = world["item"]
+    warm = dispatch.claim_next(deferred, m1, item, now=NOW)   # response A, first read
+    step = workbench.submit_and_claim_next(deferred, m1, warm.token, "5", request_id="w", item_id=item, now=NOW)
+    second = dispatch.claim_next(deferred, m2, item, now=NOW)   # A's second read
+    counts, seen = {}, []
+    listener = lambda *a: None if a[2].startswith("BEGIN") else seen.append(a[2])  # noqa: E731
+    event.listen(deferred.engine, "before_cursor_execute", listener)
+    try:
+        workbench.submit_and_claim_next(deferred, m1, step.next.token, "5", request_id="a", item_id=item, now=NOW)
+        counts["first read"] = len(seen)
+        workbench.submit_and_claim_next(deferred, m2, second.token, "6", request_id="b", item_id=item, now=NOW)
+        counts["deciding read"] = len(seen) - counts["first read"]
+    finally:
+        event.remove(deferred.engine, "before_cursor_execute", listener)
+        deferred.dispose()
+    with db.read() as s:
+        assert s.execute(select(Response.status).join(MarkTask, MarkTask.response_id == Response.id)
+                         .where(MarkTask.lease_token == second.token)).scalar_one() == "resolved"
+    assert counts == WORKBENCH_STATEMENTS[db.dialect], seen
+
+
 def test_submit_and_next_in_one_transaction_keeps_the_mark_when_no_next_is_allowed(db, world):
     """The workbench step: mark + next task together; a refused next (cap) still saves the mark."""
     from marking import workbench
