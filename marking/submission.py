@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger
 from .access import LeaseError, NotAllowed, active_user
@@ -32,6 +33,7 @@ from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .policy import default_policy_id, remember_policy
 from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
+from .statements import one_of
 
 # R-MARK-8: abnormal features a marker reports (the response is still marked).
 ABNORMAL_FLAGS = ("handwriting_change", "identity_written", "special_marks", "suspected_copying")
@@ -86,14 +88,25 @@ def _fenced_mark_insert():
     statement (the INSERT reads the fenced row).
 
     ``WITH done AS (UPDATE mark_task … RETURNING slot, claimed_at), inserted AS (INSERT
-    INTO mark SELECT … FROM done RETURNING id, kind) SELECT id, kind, (the live chain
-    marks as JSON) FROM inserted``: no row when the fence refuses. The caller holds the
+    INTO mark SELECT … FROM done RETURNING id, kind), marking AS (UPDATE response SET
+    status = 'marking' …) SELECT id, kind, (the live chain marks as JSON) FROM
+    inserted``: no row when the fence refuses. The caller holds the
     response row's lock before this statement starts, and under READ COMMITTED a
     statement's snapshot is taken when it starts, so it sees every mark committed by the
     transactions that lock waited for (the locking SELECT's own snapshot, taken before
     the wait, would not). The new mark is not in that snapshot; the caller adds it.
+
+    ``marking``: a pending response's first or second read makes it ``marking`` — what
+    :func:`marking.adjudication.advance` sets when the policy waits, as it always does on
+    the first mark of a double-marked item. Any other decision sets its own status
+    afterwards; the caller tells the response's ORM object (see ``_apply_marking``).
     """
     done = _FENCED_DONE.cte("done")
+    r = Response.__table__
+    becomes_marking = (update(r)
+                       .where(r.c.id == bindparam("new_response_id", type_=r.c.id.type), r.c.status == "pending",
+                              exists().where(one_of(done.c.slot, FIRST_READS)))
+                       .values(status="marking").cte("marking"))
     # ``new_*`` names: a parameter named like a mark_task column would become a SET of the UPDATE.
     values = [bindparam(f"new_{c}", type_=_MARK.c[c].type) for c in _MARK_COLUMNS]
     started = func.coalesce(bindparam("new_started_at", type_=_MARK.c.started_at.type), done.c.claimed_at)
@@ -105,7 +118,16 @@ def _fenced_mark_insert():
              .select_from(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
              .where(*live_chain_mark_filter(bindparam("new_response_id", type_=_MARK.c.response_id.type)))
              .scalar_subquery())
-    return select(inserted.c.id, inserted.c.kind, prior.label("prior"))
+    return select(inserted.c.id, inserted.c.kind, prior.label("prior")).add_cte(becomes_marking)
+
+
+FIRST_READS = ("first", "second")
+
+
+def _apply_marking(response: Response, slot: str) -> None:
+    """The response's ORM object learns what ``marking`` wrote (no second UPDATE at flush)."""
+    if slot in FIRST_READS and response.status == "pending":
+        set_committed_value(response, "status", "marking")
 
 
 def _live_chain(prior, new: ChainMark) -> dict[str, ChainMark]:
@@ -235,6 +257,7 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
             if inserted is None:
                 return refused(session, found.id)
             mark_id, slot, prior = inserted
+            _apply_marking(response, slot)
             live = _live_chain(prior, ChainMark(mark_id, slot, score_cp, condition_code, user_id, response.id,
                                                 found.id))
         else:
