@@ -921,6 +921,38 @@ def service_cost(db: Database, world: World, marks: int) -> dict:
             "wall_ms_per_mark": round((t1 - t0) * 1000 / marks, 2)}
 
 
+def _service_cost_only(args, results: dict, workdir: Path, chaining: str) -> int:
+    """``--service-cost-only N``: N rounds of the service-cost phase on a fresh small item,
+    each with the database's CPU per mark (PostgreSQL's processes, read from /proc; all of
+    them, so run it on a quiet database server), and the medians."""
+    url, drop = fresh_database(args.database_url, workdir)
+    db = Database(url, ledger_chaining=chaining)
+    rounds = []
+    try:
+        migrate.upgrade(db)
+        world = populate(db, markers=20, responses=3000)
+        service_cost(db, world, 100)   # warm: caches, prepared statements, the default policy
+        meter = CpuMeter([])
+        for n in range(args.service_cost_only):
+            before = meter.sample()
+            cost = service_cost(db, world, 600)
+            cpu = CpuMeter.per_mark(before, meter.sample(), cost["marks"])
+            rounds.append({**cost, "database_cpu_ms_per_mark": cpu["postgres"] if db.dialect == "postgresql" else None})
+            print(f"round {n + 1}:", json.dumps(rounds[-1]), flush=True)
+    finally:
+        db.dispose()
+        drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    keys = ("statements_per_mark", "python_cpu_ms_per_mark", "database_cpu_ms_per_mark", "wall_ms_per_mark")
+    results["service_cost_rounds"] = rounds
+    results["service_cost_median"] = {k: statistics.median(one[k] for one in rounds) for k in keys
+                                      if rounds and rounds[0][k] is not None}
+    print("median:", json.dumps(results["service_cost_median"]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def dispatch_scaling(database_url: str | None, workdir: Path, small: int, large: int, claims: int,
                      chaining: str = "inline") -> dict:
     out = {}
@@ -984,6 +1016,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ledger-chaining", choices=("auto", "inline", "deferred"), default="auto",
                     help="MC_LEDGER_CHAINING for the servers and the service-layer phases "
                          "(auto, as the server's default: deferred on PostgreSQL, inline on SQLite)")
+    ap.add_argument("--service-cost-only", type=int, metavar="ROUNDS", default=0,
+                    help="only the service cost of a mark (phase 5), this many rounds of 600 marks on a small item "
+                         "(20 markers, 3,000 responses) with the database's CPU per mark too; no servers, no logins: "
+                         "for A/B runs of the service layer (alternate two checkouts)")
     ap.add_argument("--json", help="write the results as JSON here")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the finally blocks: stop the server
@@ -998,6 +1034,8 @@ def main(argv=None) -> int:
                      "idle_order": args.idle_order,
                      "cpus": os.cpu_count(), "python": platform.python_version(), "ledger_chaining": chaining}
     workdir = Path(tempfile.mkdtemp(prefix="mc-bench-"))
+    if args.service_cost_only:
+        return _service_cost_only(args, results, workdir, chaining)
     print(f"# marking load benchmark: {backend}, {args.markers} markers, {args.servers} × gunicorn -w 1 --threads "
           f"{args.threads}, {args.clients} client threads, {args.protocol} protocol, {args.duration:.0f} s per phase, "
           f"{chaining} ledger chaining",

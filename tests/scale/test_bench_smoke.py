@@ -60,3 +60,21 @@ def test_bench_says_so_when_the_saturation_phase_completes_nothing(tmp_path, mon
 def test_latency_phase_refuses_an_unknown_idle_order():
     with pytest.raises(ValueError, match="idle_order"):
         bm.web_latency_at([1], 1, [], rate=1.0, duration=0.1, idle_order="lifo")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bench_service_cost_only_runs_rounds_and_reports_medians(backend, tmp_path, request, capsys):
+    args = ["--service-cost-only", "2", "--json", str(tmp_path / "out.json")]
+    if backend == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        args += ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
+                 .replace("postgresql+psycopg://", "postgresql://")]
+    assert bm.main(args) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    rounds, median = out["service_cost_rounds"], out["service_cost_median"]
+    assert len(rounds) == 2 and all(r["marks"] == 600 and r["statements_per_mark"] > 0 for r in rounds)
+    for key, value in median.items():
+        assert min(r[key] for r in rounds) <= value <= max(r[key] for r in rounds), key
+    # the database's own CPU is read from PostgreSQL's processes; SQLite runs inside the benchmark
+    assert ("database_cpu_ms_per_mark" in median) == (backend == "postgresql")
+    assert "web" not in out and "median:" in capsys.readouterr().out
