@@ -54,7 +54,7 @@ from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qu
 from .models.work import MarkAssignment
 from .policy import policy_for_item
 from .scores import format_points, from_cp
-from .statements import one_of
+from .statements import constant, one_of, written_limit
 
 DEFAULT_LEASE_SECONDS = 600
 # Essays: 650 per marker per day (qingdaonews 2012); Item.daily_cap overrides.
@@ -220,14 +220,18 @@ def _next_open(dialect: str, slot: str, exclusions: Exclusions):
         # ``status`` in the sort key, which only ix_mark_task_dispatch (item, status, slot,
         # id) provides. SQLite would sort on the range instead, so it gets the equality
         # (its planner takes the dispatch index for it).
-        status, order = t.c.status.between("open", "open"), (t.c.status, t.c.id)
+        # The constants and the LIMIT are written into the SQL text (marking.statements):
+        # bound, the generic plan costs them blind, looks dearer than a custom plan on a
+        # large item, and PostgreSQL re-plans the deal on every claim.
+        open_ = constant(t.c.status, "open")
+        status, order = t.c.status.between(open_, open_), (t.c.status, t.c.id)
     else:
         status, order = t.c.status == "open", (t.c.id,)
     query = (select(t.c.id)
-             .where(t.c.item_id == bindparam("pick_item"), status, t.c.slot == slot,
+             .where(t.c.item_id == bindparam("pick_item"), status, t.c.slot == constant(t.c.slot, slot),
                     or_(t.c.reserved_for.is_(None), t.c.reserved_for == user_id),
                     ~read_before)
-             .order_by(*order).limit(1))
+             .order_by(*order).limit(written_limit(1)))
     if not exclusions.empty:
         query = query.where(~excluded_clause(exclusions, t.c.response_id))
     if dialect == "postgresql":

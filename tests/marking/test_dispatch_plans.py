@@ -286,3 +286,48 @@ def test_hot_statements_render_no_lists_per_run(db):
     finally:
         event.remove(db.engine, "before_cursor_execute", grab)
     assert executed[0] >= 6 and expanding == []
+
+
+def _total_cost(plan: list[str]) -> float:
+    return float(re.search(r"cost=[\d.]+\.\.([\d.]+)", plan[0]).group(1))
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_deals_generic_plan_costs_what_a_custom_plan_does(db_url):
+    """psycopg prepares the deal after five runs; PostgreSQL then keeps a generic plan only
+    if it costs about what the custom plans did. With its LIMIT and constants bound, the
+    generic plan was costed blind (a tenth of the open tasks per probe) and looked 75
+    times dearer on a 1,000,000-response item, so every claim re-planned it: 0.4 ms, the
+    whole of the dispatch benchmark's 1M / 10k gap (docs/benchmarks.md, round seven)."""
+    from marking.db import Database
+
+    db = Database(db_url)
+    try:
+        ids = staffed_subject(db, markers=3)
+        item_id = ids["items"][0]
+        simulate.create_responses_for_testing(db, ids["subject_code"], 4, seed=3)
+        _fill(db, item_id, ids["markers"][2])
+        deals = [(st, p) for st, p in _captured(db, lambda: dispatch.claim_next(db, ids["markers"][0], item_id,
+                                                                                  now=NOW))
+                 if st.lstrip().startswith("WITH pair")]
+        assert len(deals) == 1
+        statement, parameters = deals[0]
+        raw = db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            plans = {}
+            for mode in ("force_generic_plan", "force_custom_plan"):
+                cursor.execute(f"SET plan_cache_mode = {mode}")
+                plans[mode] = _generic_plan(cursor, statement, parameters)
+            raw.rollback()
+        finally:
+            raw.close()
+        # Every probe's LIMIT is known to the generic plan (a bound one is costed as a tenth
+        # of the rows; on this item that is a few rows, at 1,000,000 responses 500) …
+        limits = [line.strip() for line in plans["force_generic_plan"] if line.strip().startswith("->  Limit")]
+        assert limits and all(" rows=1 " in line for line in limits), limits
+        # … so the generic plan costs what a custom one does, and PostgreSQL keeps it.
+        costs = {mode: _total_cost(plan) for mode, plan in plans.items()}
+        assert costs["force_generic_plan"] <= 1.05 * costs["force_custom_plan"], costs
+    finally:
+        db.dispose()
