@@ -9,6 +9,7 @@ neither — create the third slot; the partial UNIQUE index on
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -233,26 +234,22 @@ def _resolve_close_and_lock_script(session: Session, response: Response, *, fina
     return row.version, (row.Script, row.Subject, row.has_objective)
 
 
-_FINALISE: list = []
-
-
+@functools.cache
 def _finalise_statement():
     """``WITH res AS (INSERT INTO resolution …), cancelled AS (UPDATE mark_task …),
     resolved AS (UPDATE response …) SELECT res.version, script, subject, has_objective …
     FOR UPDATE OF script`` (built on first use: totals imports this module)."""
-    if not _FINALISE:
-        from .totals import locked_script_statement
-        t, r = MarkTask.__table__, Response.__table__
-        res = _RESOLUTION_INSERT.cte("res")
-        cancelled = (update(t).where(t.c.response_id == bindparam("for_response"), one_of(t.c.slot, CHAIN_KINDS),
-                                     one_of(t.c.status, ("open", "leased")))
-                     .values(status="cancelled", leased_until=None).cte("cancelled"))
-        resolved = (update(r).where(r.c.id == bindparam("for_response"))
-                    .values(final_num=bindparam("final_num"), final_den=bindparam("final_den"), status="resolved",
-                            resolved_at=bindparam("resolved_at", type_=r.c.resolved_at.type)).cte("resolved"))
-        _FINALISE.append(locked_script_statement(select(res.c.version).scalar_subquery().label("version"))
-                         .add_cte(cancelled, resolved))
-    return _FINALISE[0]
+    from .totals import locked_script_statement
+    t, r = MarkTask.__table__, Response.__table__
+    res = _RESOLUTION_INSERT.cte("res")
+    cancelled = (update(t).where(t.c.response_id == bindparam("for_response"), one_of(t.c.slot, CHAIN_KINDS),
+                                 one_of(t.c.status, ("open", "leased")))
+                 .values(status="cancelled", leased_until=None).cte("cancelled"))
+    resolved = (update(r).where(r.c.id == bindparam("for_response"))
+                .values(final_num=bindparam("final_num"), final_den=bindparam("final_den"), status="resolved",
+                        resolved_at=bindparam("resolved_at", type_=r.c.resolved_at.type)).cte("resolved"))
+    return (locked_script_statement(select(res.c.version).scalar_subquery().label("version"))
+            .add_cte(cancelled, resolved))
 
 
 def reopen(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:

@@ -124,6 +124,27 @@ def test_many_processes(db, db_url):
     check_invariants(db, ids["items"])
 
 
+def _submit_at_once(db, submits) -> list[BaseException]:
+    """Each (marker, view, score) submitted from its own thread, all released at once by a
+    barrier; returns what they raised."""
+    submits = list(submits)
+    barrier, errors = threading.Barrier(len(submits)), []
+
+    def submit(marker, view, score):
+        try:
+            barrier.wait()
+            submission.submit_mark(db, marker, view.token, score, request_id=view.token)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=one) for one in submits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_paired_reads_submitted_at_once_always_reach_their_decision(db):
     """R-MARK-3 under a race: the two reads of a response submitted at the same moment.
     Whichever commits second must decide on the first's mark (0 and 10 of 10 points,
@@ -136,20 +157,7 @@ def test_paired_reads_submitted_at_once_always_reach_their_decision(db):
     errors = []
     for _ in range(10):
         views = [dispatch.claim_next(db, m, item) for m in (m1, m2)]
-        barrier = threading.Barrier(2)
-
-        def submit(marker, view, score):
-            try:
-                barrier.wait()
-                submission.submit_mark(db, marker, view.token, score, request_id=view.token)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=submit, args=(m, v, s)) for m, v, s in zip((m1, m2), views, ("0", "10"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors += _submit_at_once(db, zip((m1, m2), views, ("0", "10")))
     assert not errors, errors
     with db.read() as s:
         pairs = s.execute(select(Mark.response_id).where(Mark.kind.in_(("first", "second")))
@@ -173,20 +181,7 @@ def test_a_scripts_last_two_finals_at_once_always_total_it(db):
     errors = []
     for _ in range(8):
         views = [dispatch.claim_next(db, m1, q1), dispatch.claim_next(db, m2, q2)]
-        barrier = threading.Barrier(2)
-
-        def submit(marker, view, score):
-            try:
-                barrier.wait()
-                submission.submit_mark(db, marker, view.token, score, request_id=view.token)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=submit, args=(m, v, s)) for m, v, s in zip((m1, m2), views, ("3", "4.5"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors += _submit_at_once(db, zip((m1, m2), views, ("3", "4.5")))
     assert not errors, errors
     with db.read() as s:
         scripts = s.execute(select(Response.script_id).group_by(Response.script_id)

@@ -10,6 +10,13 @@ from scripts import bench_marking as bm
 pytestmark = pytest.mark.timeout(240)
 
 
+def _pg_server_args(request) -> list[str]:
+    """``--database-url`` for the test PostgreSQL server (the benchmark makes its own database there)."""
+    server = request.getfixturevalue("pg_server")
+    return ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
+            .replace("postgresql+psycopg://", "postgresql://")]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_bench_marking_smoke_run(backend, tmp_path, request):
     # 2 s per phase: a 1 s window once caught a stalled CI host with no mark in it
@@ -19,9 +26,7 @@ def test_bench_marking_smoke_run(backend, tmp_path, request):
     if backend == "sqlite":   # a paired A/B of the idle order: each latency phase once per order
         args += ["--idle-order", "random", "fifo"]
     if backend == "postgresql":
-        server = request.getfixturevalue("pg_server")
-        args += ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
-                 .replace("postgresql+psycopg://", "postgresql://")]
+        args += _pg_server_args(request)
     assert bm.main(args) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["backend"] == backend and out["servers"] == 2
@@ -66,9 +71,7 @@ def test_latency_phase_refuses_an_unknown_idle_order():
 def test_bench_service_cost_only_runs_rounds_and_reports_medians(backend, tmp_path, request, capsys):
     args = ["--service-cost-only", "2", "--json", str(tmp_path / "out.json")]
     if backend == "postgresql":
-        server = request.getfixturevalue("pg_server")
-        args += ["--database-url", server["url"].set(database="postgres").render_as_string(hide_password=False)
-                 .replace("postgresql+psycopg://", "postgresql://")]
+        args += _pg_server_args(request)
     assert bm.main(args) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     rounds, median = out["service_cost_rounds"], out["service_cost_median"]
