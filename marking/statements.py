@@ -30,7 +30,7 @@ def constant(column: ColumnElement, value: str) -> ColumnElement:
     """The code constant ``value`` written into the SQL text, typed like ``column``
     (lower-case identifiers only, as for :func:`one_of`)."""
     if not isinstance(value, str) or not _CONSTANT.match(value):
-        raise ValueError(f"one_of takes lower-case identifiers only, not {value!r}")
+        raise ValueError(f"a constant written into SQL must be a lower-case identifier, not {value!r}")
     return literal_column(f"'{value}'", type_=column.type)
 
 
