@@ -33,10 +33,10 @@ from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from marking import events
-from marking.dispatch import Injector
+from marking.dispatch import Injector, dealt_on_day
 from marking.models import (CalibrationResult, CalibrationSetting, Item, Mark, MarkTask,
                             StandardisationResponse, User)
-from marking.models.work import MarkAssignment
+from marking.models.work import MarkerItemTally
 from marking.statements import one_of
 
 from . import config
@@ -66,33 +66,30 @@ class _Counts:
 
 def _count_facts() -> list:
     """The :class:`_Counts` fields as labelled scalar expressions (labels ``seeds_<field>``),
-    over the claim's bind parameters ``user_id``, ``item_id`` and ``day_start``. Short
-    aliases: they join the claim's facts statement, which must stay under psycopg's 4 KB
-    parse cache limit."""
-    t, a, a2 = MarkTask.__table__.alias("st"), MarkAssignment.__table__.alias("sa"), \
-        MarkAssignment.__table__.alias("sb")
+    over the claim's bind parameters ``user_id``, ``item_id`` and ``day``. Short aliases:
+    they join the claim's facts statement, which must stay under psycopg's 4 KB parse
+    cache limit. The live counts come from the marker's tally (``marker_item_tally``,
+    one row), not from counting their assignments, which grew with their history."""
+    t, k = MarkTask.__table__.alias("st"), MarkerItemTally.__table__.alias("sk")
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     mine = and_(t.c.reserved_for == user_id, t.c.item_id == item_id)   # ix_mark_task_reserved
 
     def count_tasks(*where):
         return select(func.count()).select_from(t).where(mine, *where).scalar_subquery()
 
-    def count_live(*where):
-        return (select(func.count()).select_from(a)
-                .where(a.c.marker_id == user_id, a.c.item_id == item_id, one_of(a.c.slot, LIVE_MARK_KINDS), *where)
+    def tally(column):
+        return (select(column).where(k.c.marker_id == user_id, k.c.item_id == item_id)
                 .scalar_subquery())
 
-    last_seed = (select(func.coalesce(func.max(a2.c.id), 0))
-                 .where(a2.c.marker_id == user_id, a2.c.item_id == item_id, a2.c.slot == "seed").scalar_subquery())
     facts = {
         "params": select(CalibrationSetting.params).where(CalibrationSetting.item_id == item_id)
         .scalar_subquery(),
         "pending": exists().where(mine, one_of(t.c.slot, ("seed", "self_check")), t.c.status == "open"),
         "seeds_dealt": count_tasks(t.c.slot == "seed"),
         "checks_dealt": count_tasks(t.c.slot == "self_check"),
-        "live_total": count_live(),
-        "live_today": count_live(a.c.claimed_at >= bindparam("day_start", type_=a.c.claimed_at.type)),
-        "live_since_seed": count_live(a.c.id > last_seed),
+        "live_total": tally(k.c.live_total),
+        "live_today": tally(dealt_on_day(k, bindparam("day", type_=k.c.day.type))),
+        "live_since_seed": tally(k.c.live_since_seed),
         "has_seed_pool": exists().where(StandardisationResponse.item_id == item_id,
                                         StandardisationResponse.purpose == "seed",
                                         StandardisationResponse.active.is_(True)),
@@ -102,8 +99,8 @@ def _count_facts() -> list:
 
 def _counts(facts) -> _Counts:
     return _Counts(facts["seeds_params"], bool(facts["seeds_pending"]), facts["seeds_seeds_dealt"],
-                   facts["seeds_checks_dealt"], facts["seeds_live_total"], facts["seeds_live_today"],
-                   facts["seeds_live_since_seed"], bool(facts["seeds_has_seed_pool"]))
+                   facts["seeds_checks_dealt"], facts["seeds_live_total"] or 0, facts["seeds_live_today"] or 0,
+                   facts["seeds_live_since_seed"] or 0, bool(facts["seeds_has_seed_pool"]))
 
 
 def inject(session: Session, user: User, item: Item, now: dt.datetime, facts) -> MarkTask | None:

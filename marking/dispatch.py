@@ -47,11 +47,11 @@ from sqlalchemy.orm import Session, aliased, lazyload
 
 from . import events
 from .access import LeaseError, NotAllowed, active_user
-from .centre_time import centre_day, day_bounds, now_or
+from .centre_time import centre_day, now_or
 from .eligibility import (FACT_CHECKS, NO_EXCLUSIONS, Exclusions, FactCheck, excluded_clause, exclusions_for,
                           qualification_problem)
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
-from .models.work import MarkAssignment
+from .models.work import MarkAssignment, MarkerItemTally
 from .policy import policy_for_item
 from .scores import format_points, from_cp
 from .statements import constant, one_of, written_limit
@@ -76,7 +76,7 @@ class Injector:
     and shown exactly like it (R-SEC-1, ★ seed hygiene): seeds and self-checks.
 
     ``facts()`` returns labelled scalar SQL expressions over the bind parameters
-    ``user_id``, ``item_id`` and ``day_start`` (start of the centre day, UTC); the claim
+    ``user_id``, ``item_id`` and ``day`` (the centre day, a date); the claim
     reads them in its one facts statement, so deciding "nothing due" costs no round trip
     of its own (issue 8). ``inject(session, user, item, now, facts)`` gets them as a
     mapping by label and returns an open task reserved for the user, or None.
@@ -287,12 +287,17 @@ def _cached(key: tuple, build):
     return statement
 
 
+def dealt_on_day(tally, day):
+    """First, second and third reads dealt on ``day``, from the marker's tally
+    (``marker_item_tally``; its count is of the latest day anything was dealt)."""
+    return case((tally.c.day == day, tally.c.live_on_day), else_=0)
+
+
 def dealt_today(session: Session, user_id: int, item_id: int, day: dt.date) -> int:
+    k = MarkerItemTally.__table__
     return session.execute(
-        select(func.count()).select_from(MarkAssignment)
-        .where(MarkAssignment.marker_id == user_id, MarkAssignment.item_id == item_id,
-               MarkAssignment.day == day, MarkAssignment.slot.in_(MARKING_SLOTS))
-    ).scalar_one()
+        select(dealt_on_day(k, day)).where(k.c.marker_id == user_id, k.c.item_id == item_id)
+    ).scalar_one_or_none() or 0
 
 
 def _view(session: Session, task: MarkTask, item: Item, queue: str) -> TaskView:
@@ -397,8 +402,7 @@ def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...]
     checks, injectors = tuple(FACT_CHECKS), tuple(INJECTORS) if "seed" in held_slots else ()
     statement = _cached(("facts", duties, held_slots, checks, injectors),
                         lambda: _facts_statement(duties, held_slots, checks, injectors))
-    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day,
-                                      "day_start": day_bounds(day)[0]}).first()
+    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}).first()
     if row is None or not row.u.active:
         raise NotAllowed(f"user {user_id} does not exist or is disabled")
     if row.i is None or row.i.kind != "subjective":
@@ -412,7 +416,7 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
                      injectors: tuple[Injector, ...]):
     # Short aliases throughout: psycopg re-parses a statement longer than 4 KB on every run
     # (its parse cache stops there), and this one is run on every claim.
-    t, a = MarkTask.__table__.alias("t"), MarkAssignment.__table__.alias("a")
+    t = MarkTask.__table__.alias("t")
     d, q = ItemDuty.__table__.alias("d"), Qualification.__table__.alias("q")
     u, i = aliased(User, name="u"), aliased(Item, name="i")
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
@@ -427,10 +431,10 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
             .where(t.c.marker_id == user_id, t.c.status == "leased", t.c.item_id == item_id,
                    one_of(t.c.slot, held_slots), t.c.leased_until >= now)
             .order_by(t.c.id).limit(1).scalar_subquery())
-    dealt = (select(func.count()).select_from(a)
-             .where(a.c.marker_id == user_id, a.c.item_id == item_id,
-                    a.c.day == bindparam("day", type_=a.c.day.type), one_of(a.c.slot, MARKING_SLOTS))
-             .scalar_subquery())
+    # The day's count from the marker's tally: one row, however long their history.
+    k = MarkerItemTally.__table__.alias("k")
+    dealt = (select(dealt_on_day(k, bindparam("day", type_=k.c.day.type)))
+             .where(k.c.marker_id == user_id, k.c.item_id == item_id).scalar_subquery())
     excluded = exists().where(Exclusion.__table__.alias("x").c.user_id == user_id)
     # The earliest expiry among the item's leases, compared with now: min() is answered from
     # the end of ix_mark_task_lease_expiry in any plan. (An EXISTS over ``leased_until < now``

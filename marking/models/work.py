@@ -262,7 +262,8 @@ class MarkAssignment(Base):
     marker) is what guarantees that a marker is never handed the same response twice,
     even after their lease expired and the task went back to the pool, and that third
     readers, arbitrators, extra readers and reviewers are distinct from earlier readers.
-    Append-only; it also counts the day's dealt responses for the daily cap.
+    Append-only for live reads; a trigger keeps each marker's counts in
+    :class:`MarkerItemTally` (the daily cap, the seed and self-check schedules).
     """
 
     __tablename__ = "mark_assignment"
@@ -279,6 +280,33 @@ class MarkAssignment(Base):
     slot: Mapped[str] = mapped_column(enum_column("assignment_slot", SLOTS))
     day: Mapped[dt.date] = mapped_column(Date)  # marking-centre local day (UTC+8)
     claimed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MarkerItemTally(Base):
+    """A marker's running counts of ``mark_assignment`` rows on one item (issue 8).
+
+    Every claim checks the daily cap and the seed and self-check schedules. Counting the
+    marker's assignments for that grew with their history: a marker with 4,000 marks on
+    an item made each claim's facts statement 5 ms slower on PostgreSQL. A trigger on
+    ``mark_assignment`` keeps these counts in the inserting transaction
+    (:mod:`marking.tally_triggers`), so a claim reads one row whatever the history.
+
+    * ``live_total``: first, second and third reads ever dealt;
+    * ``live_on_day``: those dealt on ``day``, the latest day one was dealt;
+    * ``live_since_seed``: those dealt after the marker's latest seed.
+    """
+
+    __tablename__ = "marker_item_tally"
+    __table_args__ = (
+        CheckConstraint("live_total >= 0 AND live_on_day >= 0 AND live_since_seed >= 0", name="counts_non_negative"),
+    )
+
+    marker_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"), primary_key=True)
+    live_total: Mapped[int] = mapped_column(Integer, default=0)
+    day: Mapped[dt.date | None] = mapped_column(Date)
+    live_on_day: Mapped[int] = mapped_column(Integer, default=0)
+    live_since_seed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ProcessPart(Base):
