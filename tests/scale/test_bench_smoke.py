@@ -81,3 +81,24 @@ def test_bench_service_cost_only_runs_rounds_and_reports_medians(backend, tmp_pa
     # the database's own CPU is read from PostgreSQL's processes; SQLite runs inside the benchmark
     assert ("database_cpu_ms_per_mark" in median) == (backend == "postgresql")
     assert "web" not in out and "median:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bench_claim_history_compares_a_veteran_with_a_newcomer(backend, tmp_path, request):
+    from scripts import bench_claim_history as bh
+    args = ["--history", "60", "--days", "3", "--claims", "5", "--json", str(tmp_path / "out.json")]
+    if backend == "postgresql":
+        args += _pg_server_args(request)
+    assert bh.main(args) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["backend"] == backend and out["history"] == 60
+    p50 = out["claim_p50_ms"]
+    assert set(p50) == {"veteran", "newcomer"} and all(value > 0 for value in p50.values())
+    assert out["ratio_veteran_newcomer"] == round(p50["veteran"] / p50["newcomer"], 2)
+
+
+def test_bench_claim_history_refuses_nonsense_arguments(capsys):
+    from scripts import bench_claim_history as bh
+    with pytest.raises(SystemExit):
+        bh.main(["--days", "0"])
+    assert "--days" in capsys.readouterr().err
