@@ -7,7 +7,8 @@ has marked a lot?
 
 One double-marked item (``bench_marking.populate``, a fresh database dropped at the end).
 The *veteran* gets ``--history`` past first reads spread evenly over ``--days`` centre
-days up to today: ``mark_assignment`` and ``mark`` rows inserted with SQL, their tasks done, as ten
+days up to today: ``mark_assignment`` and ``mark`` rows inserted with SQL, their tasks done,
+with the self-checks such a history brings, as ten
 days of marking leave them (400 a day is a full day's essay marking). The *newcomer* has
 none. Then, from one thread with the calibration hooks installed (as the server runs),
 the two claim and submit in turn, ``--claims`` times each; reported: each one's claim
@@ -31,14 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_marking import bulk_responses, fresh_database, populate  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from calibration.config import DEFAULTS  # noqa: E402
 from marking import migrate  # noqa: E402
 from marking.db import Database  # noqa: E402
 
 
 def give_history(db: Database, item_id: int, marker_id: int, n: int, days: int) -> None:
     """``n`` first reads by ``marker_id`` on the item's lowest responses, ``n // days`` a
-    day over the last ``days`` centre days: assignments dealt, marks made, tasks done
-    (the marks matter: self-checks are drawn from them)."""
+    day over the last ``days`` centre days: assignments dealt, marks made, tasks done,
+    and the self-checks such a history brings (the schedule counts them; self-checks are
+    drawn from the marks)."""
     pg = db.dialect == "postgresql"
     day = ("CURRENT_DATE - CAST((rn - 1) % :days AS integer)" if pg
            else "date('now', '-' || ((rn - 1) % :days) || ' days')")
@@ -61,6 +64,15 @@ def give_history(db: Database, item_id: int, marker_id: int, n: int, days: int) 
                           "WHERE response_id IN (SELECT response_id FROM history)"))
         conn.execute(text("UPDATE mark_task SET marker_id = :uid WHERE id IN (SELECT task_id FROM history)"),
                      {"uid": marker_id})
+        # The self-checks those reads brought (self_check_pm per mille, done): without them
+        # the schedule would owe the veteran dozens and deal one on every claim.
+        checks = n * DEFAULTS["self_check_pm"] // 1000
+        conn.execute(text(
+            "INSERT INTO mark_task (response_id, item_id, slot, status, reserved_for, marker_id, created_at) "
+            f"SELECT response_id, :iid, 'self_check', 'done', :uid, :uid, {claimed} FROM history "
+            "WHERE rn % :every = 0 ORDER BY rn LIMIT :checks"),
+            {"iid": item_id, "uid": marker_id, "days": days, "every": max(1, n // max(1, checks)),
+             "checks": checks})
         conn.execute(text("DROP TABLE history"))
     if pg:
         with db.engine.connect() as conn:
