@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -188,6 +189,24 @@ def advance(session: Session, response: Response, *, now: dt.datetime, actor_id:
     return decision
 
 
+LOCKED_SCRIPTS_KEY = "mc_locked_scripts"
+
+
+def note_script_locked(session: Session, script_id: int) -> None:
+    """This transaction holds ``script_id``'s row lock (the mark's statement took it):
+    a final of one of its responses can read the script's finals in its own statement."""
+    session.info.setdefault(LOCKED_SCRIPTS_KEY, set()).add(script_id)
+
+
+def _forget_locked_scripts(session: Session, _transaction) -> None:
+    # A lock lasts as long as its transaction; a note that outlived it would let a later
+    # final read finals from a snapshot taken before it waited for the lock.
+    session.info.pop(LOCKED_SCRIPTS_KEY, None)
+
+
+sa_event.listen(Session, "after_transaction_end", _forget_locked_scripts)
+
+
 def finalise(session: Session, response: Response, item: Item, *, decision: Decision,
              policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
              now: dt.datetime) -> int:
@@ -195,35 +214,41 @@ def finalise(session: Session, response: Response, item: Item, *, decision: Deci
     from . import totals  # late import: totals → adjudication helpers
 
     reason = OUTCOME_REASON.get(decision.outcome)
-    locked_script = None
+    locked_script = finals = None
     if session.connection().dialect.name == "postgresql":
-        version, locked_script = _resolve_close_and_lock_script(
+        version, locked_script, finals = _resolve_close_and_lock_script(
             session, response, final=Fraction(decision.final), outcome=decision.outcome, policy=policy,
-            inputs=inputs, decided_by=decided_by, now=now, reason=reason)
+            inputs=inputs, decided_by=decided_by, now=now, reason=reason,
+            read_finals=response.script_id in session.info.get(LOCKED_SCRIPTS_KEY, ()))
     else:
         version = record_resolution(session, response, final=decision.final, outcome=decision.outcome,
                                     policy=policy, inputs=inputs, decided_by=decided_by, now=now, reason=reason)
         cancel_open_tasks(session, response.id, CHAIN_KINDS)
     events.publish(session, events.item_topic(item.id), "response.resolved",
                    {"item_id": item.id, "outcome": decision.outcome})
-    totals.recompute_script(session, response.script_id, now=now, actor_id=decided_by, locked=locked_script)
+    totals.recompute_script(session, response.script_id, now=now, actor_id=decided_by, locked=locked_script,
+                            finals=finals, override={response.id: Fraction(decision.final)} if finals else None)
     return version
 
 
 def _resolve_close_and_lock_script(session: Session, response: Response, *, final: Fraction, outcome: str,
                                    policy: ResolutionPolicy | None, inputs: dict[str, Any], decided_by: int | None,
-                                   now: dt.datetime, reason: str | None):
+                                   now: dt.datetime, reason: str | None, read_finals: bool):
     """PostgreSQL: what :func:`record_resolution` and ``cancel_open_tasks`` write, and the
     script's lock for its total, in one statement (three round trips fewer per final;
-    issue 8). Returns the version and the locked (script, subject, has_objective) row.
+    issue 8). Returns the version, the locked (script, subject, has_objective) row, and
+    with ``read_finals`` the script's item finals (else None).
 
-    The script's finals are read by the next statement, after the lock is granted, so
-    they include every final committed by a transaction that lock waited for (this
-    statement's own snapshot was taken before the wait). The response row is written
-    here, so its ORM object is told the committed values rather than flushed again.
+    Without ``read_finals`` the script's finals are read by the next statement, after the
+    lock is granted, so they include every final committed by a transaction that lock
+    waited for (this statement's own snapshot was taken before the wait). With it, this
+    transaction already held the lock when the statement started (the mark's statement
+    took it), so the statement's snapshot has them; it lacks only this statement's own
+    final, which the caller supplies. The response row is written here, so its ORM
+    object is told the committed values rather than flushed again.
     """
     before, resolved_at = final_of(response), response.resolved_at or now
-    row = session.execute(_finalise_statement(), {
+    row = session.execute(_finalise_statement(read_finals), {
         **_resolution_row(response, final, outcome, policy, inputs, decided_by, now),
         "for_script": response.script_id, "resolved_at": resolved_at}).one()
     for key, value in (("final_num", final.numerator), ("final_den", final.denominator), ("status", "resolved"),
@@ -231,15 +256,18 @@ def _resolve_close_and_lock_script(session: Session, response: Response, *, fina
         set_committed_value(response, key, value)
     _ledger_resolution(session, response, version=row.version, before=before, final=final, outcome=outcome,
                        policy=policy, inputs=inputs, decided_by=decided_by, now=now, reason=reason)
-    return row.version, (row.Script, row.Subject, row.has_objective)
+    from .totals import finals_from_json   # late import: totals → adjudication helpers
+    finals = finals_from_json(row.finals) if read_finals else None
+    return row.version, (row.Script, row.Subject, row.has_objective), finals
 
 
 @functools.cache
-def _finalise_statement():
+def _finalise_statement(read_finals: bool):
     """``WITH res AS (INSERT INTO resolution …), cancelled AS (UPDATE mark_task …),
-    resolved AS (UPDATE response …) SELECT res.version, script, subject, has_objective …
-    FOR UPDATE OF script`` (built on first use: totals imports this module)."""
-    from .totals import locked_script_statement
+    resolved AS (UPDATE response …) SELECT res.version, [the script's finals as JSON,]
+    script, subject, has_objective … FOR UPDATE OF script`` (built on first use: totals
+    imports this module)."""
+    from .totals import item_finals_json, locked_script_statement
     t, r = MarkTask.__table__, Response.__table__
     res = _RESOLUTION_INSERT.cte("res")
     cancelled = (update(t).where(t.c.response_id == bindparam("for_response"), one_of(t.c.slot, CHAIN_KINDS),
@@ -248,8 +276,10 @@ def _finalise_statement():
     resolved = (update(r).where(r.c.id == bindparam("for_response"))
                 .values(final_num=bindparam("final_num"), final_den=bindparam("final_den"), status="resolved",
                         resolved_at=bindparam("resolved_at", type_=r.c.resolved_at.type)).cte("resolved"))
-    return (locked_script_statement(select(res.c.version).scalar_subquery().label("version"))
-            .add_cte(cancelled, resolved))
+    columns = [select(res.c.version).scalar_subquery().label("version")]
+    if read_finals:
+        columns.append(item_finals_json().label("finals"))
+    return locked_script_statement(*columns).add_cte(cancelled, resolved)
 
 
 def reopen(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:

@@ -27,9 +27,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from . import events, ledger
 from .access import LeaseError, NotAllowed, active_user
 from .adjudication import (CHAIN_KINDS, CHAIN_MARK_COLUMNS, ChainMark, advance, current_decision,
-                           live_chain_mark_filter, lock_response)
+                           live_chain_mark_filter, lock_response, note_script_locked)
 from .centre_time import now_or
-from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, User
+from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, Script, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .policy import default_policy_id, remember_policy
 from .scores import ScoreError, check_mark, format_points, from_cp, parse_points
@@ -114,11 +114,23 @@ def _fenced_mark_insert():
     inserted = (insert(_MARK).from_select(list(_MARK_COLUMNS) + ["kind", "started_at"], source,
                                           include_defaults=False)
                 .returning(_MARK.c.id, _MARK.c.kind).cte("inserted"))
+    chain = live_chain_mark_filter(bindparam("new_response_id", type_=_MARK.c.response_id.type))
     prior = (select(func.json_agg(aggregate_order_by(func.json_build_array(*CHAIN_MARK_COLUMNS), Mark.id)))
-             .select_from(Mark).join(MarkTask, MarkTask.id == Mark.task_id)
-             .where(*live_chain_mark_filter(bindparam("new_response_id", type_=_MARK.c.response_id.type)))
+             .select_from(Mark).join(MarkTask, MarkTask.id == Mark.task_id).where(*chain)
              .scalar_subquery())
-    return select(inserted.c.id, inserted.c.kind, prior.label("prior")).add_cte(becomes_marking)
+    # A read that joins earlier chain marks may decide the response, and a final totals its
+    # script under the script's lock. Taken here, the lock is held before the finalise
+    # statement starts, so that statement can read the script's finals itself (one round
+    # trip fewer per deciding read; marking.adjudication.finalise). Only a hint: a final
+    # without it takes the lock and reads the finals after, as before.
+    sc = Script.__table__
+    script_lock = (select(sc.c.id).where(sc.c.id == bindparam("lock_script", type_=sc.c.id.type),
+                                        select(Mark.id).join(MarkTask, MarkTask.id == Mark.task_id)
+                                        .where(*chain).exists())
+                   .with_for_update().cte("script_lock"))
+    script_locked = select(func.count()).select_from(script_lock).scalar_subquery()
+    return (select(inserted.c.id, inserted.c.kind, prior.label("prior"), script_locked.label("script_locked"))
+            .add_cte(becomes_marking))
 
 
 FIRST_READS = ("first", "second")
@@ -253,10 +265,12 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
             # UNIQUE(marker_id, request_id), (response, marker) back the insert
             inserted = conn.execute(_FENCED_MARK_INSERT, {
                 **{f"new_{key}": value for key, value in row.items()},
-                "task": found.id, "token": token, "holder": user_id}).first()
+                "task": found.id, "token": token, "holder": user_id, "lock_script": response.script_id}).first()
             if inserted is None:
                 return refused(session, found.id)
-            mark_id, slot, prior = inserted
+            mark_id, slot, prior, script_locked = inserted
+            if script_locked:
+                note_script_locked(session, response.script_id)
             _apply_marking(response, slot)
             live = _live_chain(prior, ChainMark(mark_id, slot, score_cp, condition_code, user_id, response.id,
                                                 found.id))

@@ -11,9 +11,10 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from . import events, ledger
@@ -50,6 +51,33 @@ _ITEM_FINALS = (select(Item.id, Item.code, Response.id.label("response_id"), Res
                 .outerjoin(Response, and_(Response.item_id == Item.id, Response.script_id == bindparam("script_id")))
                 .where(Item.subject_id == bindparam("subject_id"), Item.kind == "subjective")
                 .order_by(Item.ordinal, Response.id))
+class ItemFinal(NamedTuple):
+    """One row of :data:`_ITEM_FINALS`: a subjective item and the script's response to it."""
+    id: int
+    code: str
+    response_id: int | None
+    status: str | None
+    final_num: int | None
+    final_den: int | None
+
+
+def item_finals_json():
+    """:data:`_ITEM_FINALS` as one JSON array, for a statement that selects the script
+    (correlated with its ``script`` row): the finalise statement reads them itself when
+    its transaction already holds the script's lock (marking.adjudication)."""
+    return (select(func.json_agg(aggregate_order_by(
+                func.json_build_array(Item.id, Item.code, Response.id, Response.status, Response.final_num,
+                                      Response.final_den), Item.ordinal, Response.id)))
+            .select_from(Item)
+            .outerjoin(Response, and_(Response.item_id == Item.id, Response.script_id == Script.id))
+            .where(Item.subject_id == Script.subject_id, Item.kind == "subjective")
+            .correlate(Script).scalar_subquery())
+
+
+def finals_from_json(value) -> list[ItemFinal]:
+    return [ItemFinal(*row) for row in value or ()]
+
+
 def locked_script_statement(*columns):
     """The script (locked), its subject, and whether the subject has objective items: one
     read (``columns``: more to read in the same statement)."""
@@ -70,14 +98,18 @@ def has_objective_items(session: Session, subject_id: int) -> bool:
 
 
 def compute(session: Session, script: Script, subject: Subject, *,
-            override: dict[int, Fraction] | None = None, has_objective: bool | None = None) -> ScriptTotal:
+            override: dict[int, Fraction] | None = None, has_objective: bool | None = None,
+            finals: list[ItemFinal] | None = None) -> ScriptTotal:
     """The script's total from what is recorded (``override``: response id → final, for what-ifs).
 
     ``has_objective``: whether the subject has objective items, when the caller has read it.
+    ``finals``: the script's item finals (:func:`item_finals_json`), when the caller has read them.
     """
-    session.flush()   # the finals this transaction set on Response objects are read below
+    if finals is None:
+        session.flush()   # the finals this transaction set on Response objects are read below
+        finals = session.connection().execute(_ITEM_FINALS, {"script_id": script.id, "subject_id": subject.id})
     rows: dict[int, Any] = {}
-    for row in session.connection().execute(_ITEM_FINALS, {"script_id": script.id, "subject_id": subject.id}):
+    for row in finals:
         rows[row.id] = row   # by item, in item order (a later response to the same item wins)
     missing: list[str] = []
     total = Fraction(0)
@@ -100,13 +132,17 @@ def compute(session: Session, script: Script, subject: Subject, *,
 
 
 def recompute_script(session: Session, script_id: int, *, now: dt.datetime, actor_id: int | None,
-                     reason: str | None = None, locked: tuple | None = None) -> ScriptTotal:
+                     reason: str | None = None, locked: tuple | None = None,
+                     finals: list[ItemFinal] | None = None,
+                     override: dict[int, Fraction] | None = None) -> ScriptTotal:
     """Recompute and store the total (script row locked: concurrent finals see each other).
 
     ``locked``: the (script, subject, has_objective) row when the caller has just locked
-    it with :func:`locked_script_statement` (then the finals are read after that lock)."""
+    it with :func:`locked_script_statement` (then the finals are read after that lock,
+    unless ``finals`` were read under it already; ``override`` then gives the finals the
+    caller set in the same statement, which its snapshot did not show)."""
     script, subject, has_objective = locked or session.execute(_LOCK_SCRIPT, {"for_script": script_id}).one()
-    result = compute(session, script, subject, has_objective=has_objective)
+    result = compute(session, script, subject, has_objective=has_objective, finals=finals, override=override)
     if not result.complete:
         return result
     before = Fraction(script.total_num, script.total_den) if script.total_num is not None else None

@@ -193,3 +193,32 @@ def test_a_scripts_last_two_finals_at_once_always_total_it(db):
     for _id, status, objective_cp, num, den in rows:
         assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + Fraction(15, 2)
     assert totals.verify_results(db) == []
+
+
+def test_a_scripts_last_two_deciding_reads_at_once_always_total_it(db):
+    """The same race between second reads of double-marked items. A read that joins an
+    earlier mark takes the script's lock in its mark's statement, and its final then reads
+    the script's finals in its own statement (PostgreSQL): correct only because the lock
+    was held before that statement started. Fails on PostgreSQL when the mark's statement
+    notes the lock without taking it (checked)."""
+    ids = staffed_subject(db, markers=4, item_specs=[dict(code="Q1"), dict(code="Q2")])
+    simulate.create_responses_for_testing(db, ids["subject_code"], 8, seed=4)
+    (m1, m2, m3, m4), (q1, q2) = ids["markers"], ids["items"]
+    errors = []
+    for _ in range(8):
+        for marker, item in ((m1, q1), (m2, q2)):   # first reads, one after the other
+            view = dispatch.claim_next(db, marker, item)
+            submission.submit_mark(db, marker, view.token, "5", request_id=view.token)
+        views = [dispatch.claim_next(db, m3, q1), dispatch.claim_next(db, m4, q2)]   # their second reads
+        errors += _submit_at_once(db, zip((m3, m4), views, ("5.5", "5.5")))
+    assert not errors, errors
+    with db.read() as s:
+        scripts = s.execute(select(Response.script_id).group_by(Response.script_id)
+                            .having(func.count() == 2, func.min(Response.status) == "resolved",
+                                    func.max(Response.status) == "resolved")).scalars().all()
+        rows = s.execute(select(Script.status, Script.objective_cp, Script.total_num, Script.total_den)
+                         .where(Script.id.in_(scripts))).all()
+    assert len(rows) == 8
+    for status, objective_cp, num, den in rows:
+        assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + Fraction(21, 2)
+    assert totals.verify_results(db) == []
