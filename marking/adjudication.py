@@ -227,7 +227,8 @@ def finalise(session: Session, response: Response, item: Item, *, decision: Deci
     events.publish(session, events.item_topic(item.id), "response.resolved",
                    {"item_id": item.id, "outcome": decision.outcome})
     totals.recompute_script(session, response.script_id, now=now, actor_id=decided_by, locked=locked_script,
-                            finals=finals, override={response.id: Fraction(decision.final)} if finals else None)
+                            finals=finals,
+                            override=None if finals is None else {response.id: Fraction(decision.final)})
     return version
 
 

@@ -51,6 +51,8 @@ _ITEM_FINALS = (select(Item.id, Item.code, Response.id.label("response_id"), Res
                 .outerjoin(Response, and_(Response.item_id == Item.id, Response.script_id == bindparam("script_id")))
                 .where(Item.subject_id == bindparam("subject_id"), Item.kind == "subjective")
                 .order_by(Item.ordinal, Response.id))
+
+
 class ItemFinal(NamedTuple):
     """One row of :data:`_ITEM_FINALS`: a subjective item and the script's response to it."""
     id: int
