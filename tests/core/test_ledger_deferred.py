@@ -103,11 +103,29 @@ def test_ledger_entries_and_outbox_events_of_a_commit_are_written_in_queue_order
         outbox = s.execute(text("SELECT topic, name, payload, created_at FROM outbox_event ORDER BY id")).all()
     assert [tuple(r)[:4] for r in entries] == [(7, "a.0", "0", None), (None, "a.1", "1", None),
                                                (7, "a.2", "2", "agreement")]
-    assert json.loads(entries[0].data) == {"n": 0, "名": "阅卷"}
+    assert entries[0].data == ledger.canonical_json({"n": 0, "名": "阅卷"})   # the exact text, as hashed
     assert [(r.topic, r.name, json.loads(r.payload)) for r in outbox] == [
         ("item:0", "e.0", {"n": 0}), ("item:1", "e.1", {"n": 1}), ("item:2", "e.2", {"n": 2})]
     assert all(r.created_at is not None for r in outbox)
     assert ledger.chain_pending(deferred) == 3 and ledger.verify(deferred, None).ok
+
+
+def test_queued_text_arrives_exactly_whatever_its_characters(deferred):
+    """Quotes, backslashes, control characters, astral-plane and CJK text in every text
+    column of both queues arrive byte for byte (on PostgreSQL they travel inside one
+    JSON parameter per queue)."""
+    awkward = 'say "hi"\\ back\\slash\ttab\nline ☃ 😀 阅卷 \u2028 end'
+    with deferred.write() as s:
+        event = ledger.append(s, actor_id=3, action="score.changed", entity=awkward[:30], entity_id=awkward[:60],
+                              data={"note": awkward, "nested": [awkward, {"k": awkward}]}, at=FIXED)
+        events.publish(s, awkward[:60], awkward[:40], {"why": awkward})
+        expected_payload = s.info[events.PENDING_KEY][0]["payload"]
+    with deferred.read() as s:
+        entry = s.execute(text("SELECT entity, entity_id, data FROM ledger_entry")).one()
+        outbox = s.execute(text("SELECT topic, name, payload FROM outbox_event")).one()
+    assert tuple(entry) == (event.entity, event.entity_id, event.data)
+    assert tuple(outbox) == (awkward[:60], awkward[:40], expected_payload)
+    assert ledger.chain_pending(deferred) == 1 and ledger.verify(deferred, None).ok
 
 
 def test_a_rolled_back_change_leaves_neither_entry_nor_outbox_event(deferred):
