@@ -33,9 +33,11 @@ def readyz():
     live = current_app.extensions.get("mc_live")
     chainer = current_app.extensions.get("mc_chainer")
     backups = current_app.extensions.get("mc_backups")
+    touches = current_app.extensions.get("mc_session_touches")
     return jsonify(status="ready", schema=current, outbox_drain=bool(live and live.drainer_running()),
                    ledger_chaining=db.ledger_chaining, ledger_chainer=bool(chainer and chainer.running()),
-                   backup_scheduler=bool(backups and backups.running()))
+                   backup_scheduler=bool(backups and backups.running()),
+                   session_touches=bool(touches and touches.running()))
 
 
 def init_app(app: Flask) -> None:

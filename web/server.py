@@ -4,8 +4,8 @@ Flask-SocketIO in threading mode needs exactly one worker process (``-w 1``); ea
 open WebSocket holds one thread, so ``--threads`` must exceed the open browser tabs
 plus HTTP headroom (architecture.md §1). Scale out with several single-worker servers
 behind a sticky proxy and MC_REDIS_URL. The app is built inside the worker, which
-then starts the outbox drainer, the backup scheduler and, with deferred ledger chaining,
-the ledger chainer.
+then starts the outbox drainer, the backup scheduler, the sessions' activity writer and,
+with deferred ledger chaining, the ledger chainer.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from gunicorn.app.base import BaseApplication
 from marking import migrate
 from marking.backup import BackupScheduler
 from marking.chainer import LedgerChainer
+
+from .auth.touches import SessionTouches
 
 
 class Server(BaseApplication):
@@ -37,6 +39,8 @@ class Server(BaseApplication):
         db = app.extensions["mc_db"]
         # R-OMR-4: scheduled backups; servers sharing MC_BACKUP_DIR take one per interval between them.
         app.extensions["mc_backups"] = BackupScheduler(db, app.config["MC_SETTINGS"]).start()
+        # Sessions' last activity in one write every few seconds (web.auth.touches).
+        app.extensions["mc_session_touches"] = SessionTouches(db).start()
         if db.ledger_chaining == "deferred":   # marking.chainer: every server runs one, no election
             interval = app.config["MC_SETTINGS"].ledger_chain_interval_ms / 1000
             app.extensions["mc_chainer"] = LedgerChainer(db, interval_s=interval).start()

@@ -87,6 +87,7 @@ def test_deploy_start_ready_stop(tmp_path, prerequisites):
                 assert body["status"] == "ready" and body["outbox_drain"] is True
                 # PostgreSQL: deferred ledger chaining, every server runs a chainer (docs/ledger.md)
                 assert body["ledger_chaining"] == "deferred" and body["ledger_chainer"] is True, body
+                assert body["session_touches"] is True, body   # web.auth.touches: batched activity writes
                 assert body["backup_scheduler"] is True, body   # R-OMR-4: every 12 h
         with urllib.request.urlopen(f"http://127.0.0.1:{state['web_ports'][0]}/metrics", timeout=5) as r:
             exposition = r.read()

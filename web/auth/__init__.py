@@ -72,7 +72,8 @@ def _set_cookie(response, token: str) -> None:
 def load_user() -> None:
     token = request.cookies.get(cookie_name())
     g.user = sessions.load(db(), token, idle_minutes=current_app.config["MC_SESSION_IDLE_MINUTES"],
-                           mfa_skip=current_app.config["MC_MFA_SKIP"]) if token else None
+                           mfa_skip=current_app.config["MC_MFA_SKIP"],
+                           touches=current_app.extensions.get("mc_session_touches")) if token else None
 
 
 @bp.route("/login", methods=["GET", "POST"])

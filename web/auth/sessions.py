@@ -93,13 +93,18 @@ _LOAD = (select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.l
          .where(LoginSession.id == bindparam("sid")))
 
 
+TOUCH_EVERY = dt.timedelta(seconds=30)
+
+
 def load(db, token: str | None, *, idle_minutes: int, mfa_skip: bool = False,
-         touch: bool = True) -> CurrentUser | None:
+         touch: bool = True, touches=None) -> CurrentUser | None:
     """The user behind a cookie token, or None (expired, revoked, disabled, unknown).
 
     Every request pays for this, so it is one statement (session, user and roles
     joined) outside a transaction; writes happen only to end a session or, at most
-    every 30 s, to record activity.
+    every 30 s, to record activity. ``touches``: a running :class:`web.auth.touches.SessionTouches`
+    (a server's), which notes the activity and writes it in batches; without one it
+    is written here.
     """
     if not token or len(token) > 200:
         return None
@@ -111,12 +116,15 @@ def load(db, token: str | None, *, idle_minutes: int, mfa_skip: bool = False,
     row = rows[0]
     if row.revoked_at is not None:
         return None
+    batched = touches is not None and touches.running()
+    noted = touches.noted(sid) if batched else None
+    last_seen = max(row.last_seen_at, noted) if noted else row.last_seen_at
     reason = None
     if not row.active:
         reason = "disabled"
     elif row.expires_at <= now:
         reason = "absolute_timeout"
-    elif row.last_seen_at + dt.timedelta(minutes=idle_minutes) <= now:
+    elif last_seen + dt.timedelta(minutes=idle_minutes) <= now:
         reason = "idle_timeout"
     if reason:
         with db.write() as session:
@@ -127,7 +135,10 @@ def load(db, token: str | None, *, idle_minutes: int, mfa_skip: bool = False,
     current = CurrentUser(row.id, row.username, row.display_name, role_names, row.locale or "zh_CN",
                           sid, needs_mfa(role_names) and not mfa_skip, bool(row.mfa_passed),
                           bool(row.totp_secret))
-    if touch and now - row.last_seen_at > dt.timedelta(seconds=30):
-        with db.write() as session:
-            session.execute(update(LoginSession).where(LoginSession.id == sid).values(last_seen_at=now))
+    if touch and now - last_seen > TOUCH_EVERY:
+        if batched:
+            touches.note(sid, now)
+        else:
+            with db.write() as session:
+                session.execute(update(LoginSession).where(LoginSession.id == sid).values(last_seen_at=now))
     return current
