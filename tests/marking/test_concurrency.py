@@ -183,15 +183,21 @@ def test_a_scripts_last_two_finals_at_once_always_total_it(db):
         views = [dispatch.claim_next(db, m1, q1), dispatch.claim_next(db, m2, q2)]
         errors += _submit_at_once(db, zip((m1, m2), views, ("3", "4.5")))
     assert not errors, errors
+    _assert_both_finals_totalled(db, 8, Fraction(15, 2))   # each round's two claims: one script's two items
+
+
+def _assert_both_finals_totalled(db, scripts: int, subjective: Fraction) -> None:
+    """Every script whose two responses are resolved is complete, its total the objective
+    subtotal plus ``subjective``; there are ``scripts`` of them, and results verify."""
     with db.read() as s:
-        scripts = s.execute(select(Response.script_id).group_by(Response.script_id)
-                            .having(func.count() == 2, func.min(Response.status) == "resolved",
-                                    func.max(Response.status) == "resolved")).scalars().all()
-        rows = s.execute(select(Script.id, Script.status, Script.objective_cp, Script.total_num, Script.total_den)
-                         .where(Script.id.in_(scripts))).all()
-    assert len(rows) == 8   # each round's two claims were the two items of one script
-    for _id, status, objective_cp, num, den in rows:
-        assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + Fraction(15, 2)
+        resolved = s.execute(select(Response.script_id).group_by(Response.script_id)
+                             .having(func.count() == 2, func.min(Response.status) == "resolved",
+                                     func.max(Response.status) == "resolved")).scalars().all()
+        rows = s.execute(select(Script.status, Script.objective_cp, Script.total_num, Script.total_den)
+                         .where(Script.id.in_(resolved))).all()
+    assert len(rows) == scripts
+    for status, objective_cp, num, den in rows:
+        assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + subjective
     assert totals.verify_results(db) == []
 
 
@@ -212,13 +218,4 @@ def test_a_scripts_last_two_deciding_reads_at_once_always_total_it(db):
         views = [dispatch.claim_next(db, m3, q1), dispatch.claim_next(db, m4, q2)]   # their second reads
         errors += _submit_at_once(db, zip((m3, m4), views, ("5.5", "5.5")))
     assert not errors, errors
-    with db.read() as s:
-        scripts = s.execute(select(Response.script_id).group_by(Response.script_id)
-                            .having(func.count() == 2, func.min(Response.status) == "resolved",
-                                    func.max(Response.status) == "resolved")).scalars().all()
-        rows = s.execute(select(Script.status, Script.objective_cp, Script.total_num, Script.total_den)
-                         .where(Script.id.in_(scripts))).all()
-    assert len(rows) == 8
-    for status, objective_cp, num, den in rows:
-        assert status == "complete" and Fraction(num, den) == from_cp(objective_cp) + Fraction(21, 2)
-    assert totals.verify_results(db) == []
+    _assert_both_finals_totalled(db, 8, Fraction(21, 2))   # (5 + 5.5) / 2 on each of two items
