@@ -173,11 +173,15 @@ class Database:
         """One read statement in autocommit mode: a single round trip, no BEGIN/COMMIT.
 
         For hot reads that are one statement anyway (the per-request session check);
-        a statement sees one consistent snapshot by itself.
+        a statement sees one consistent snapshot by itself. A :class:`marking.fastread.FastRead`
+        runs on the DBAPI cursor with its SQL compiled once (no SQLAlchemy execution per call).
         """
+        from .fastread import FastRead, execute
         for attempt in (1, 2):
             try:
                 with self._autocommit.connect() as conn:
+                    if isinstance(statement, FastRead):
+                        return execute(statement, conn, params)
                     return conn.execute(statement, params or {}).all()
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:

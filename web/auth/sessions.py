@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
 
+from marking.fastread import FastRead
 from marking.models import LoginSession, User, UserRole
 from marking.models.base import utcnow
 
@@ -85,12 +86,13 @@ def mark_mfa_passed(db, session_id: str) -> None:
                         .values(mfa_passed=True, last_seen_at=utcnow()))
 
 
-_LOAD = (select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.last_seen_at,
-                LoginSession.mfa_passed, User.id, User.username, User.display_name, User.active, User.locale,
-                User.totp_secret, UserRole.role)
-         .join(User, User.id == LoginSession.user_id)
-         .outerjoin(UserRole, UserRole.user_id == User.id)
-         .where(LoginSession.id == bindparam("sid")))
+# Every request runs it: compiled once per dialect (marking.fastread).
+_LOAD = FastRead(select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.last_seen_at,
+                        LoginSession.mfa_passed, User.id, User.username, User.display_name, User.active,
+                        User.locale, User.totp_secret, UserRole.role)
+                 .join(User, User.id == LoginSession.user_id)
+                 .outerjoin(UserRole, UserRole.user_id == User.id)
+                 .where(LoginSession.id == bindparam("sid")))
 
 
 TOUCH_EVERY = dt.timedelta(seconds=30)
