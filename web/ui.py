@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, url_for
 from flask_babel import get_locale
-from flask_wtf.csrf import generate_csrf
 
+from .auth import csrf
 from .permissions import authenticated
 
 bp = Blueprint("ui", __name__)
@@ -48,6 +48,6 @@ def init_app(app: Flask) -> None:
     def _context():
         user = g.get("user")
         return {"current_user": user, "consoles": consoles_for(user) if user and not user.mfa_pending else [],
-                "csrf_token": generate_csrf, "locale": "zh_CN" if str(get_locale()).startswith("zh") else "en",
+                "csrf_token": csrf.token, "locale": "zh_CN" if str(get_locale()).startswith("zh") else "en",
                 "mc_env": current_app.config["MC_ENV"],
                 "mfa_skipped": current_app.config["MC_MFA_SKIP"]}

@@ -41,6 +41,39 @@ def test_csrf_required_on_forms_and_fetch(app, world):
     assert actor.post(f"/api/v1/items/{world.item_id}/claim", json={}).status_code == 200
 
 
+def test_a_logged_in_requests_token_is_its_sessions(app, world):
+    """web.auth.csrf: after login the token is bound to the login session, not to the cookie session."""
+    client = app.test_client()
+    before = csrf_of(client)   # Flask-WTF's, from the login page
+    assert client.get_cookie("mc_csrf") is not None
+    r = client.post("/auth/login", data={"username": "marker1", "password": PASSWORD, "csrf_token": before})
+    assert r.status_code == 302
+    assert client.get_cookie("mc_csrf") is None   # the login cleared the cookie session
+    url = f"/api/v1/items/{world.item_id}/claim"
+    r = client.post(url, json={}, headers={"X-CSRFToken": before})   # the pre-login token is refused now
+    assert r.status_code == 400 and r.get_json()["error"] == "csrf"
+    token = csrf_of(client, "/auth/login")
+    assert token != before and client.get_cookie("mc_csrf") is None   # a page does not bring the cookie back
+    assert client.post(url, json={}, headers={"X-CSRFToken": token}).status_code == 200
+
+    again = login(app, "marker1")   # a new login: a new session, a new token; the old one is dead
+    assert again.token != token
+    r = again.client.post(url, json={}, headers={"X-CSRFToken": token})
+    assert r.status_code == 400 and r.get_json()["error"] == "csrf"
+    assert again.post(url, json={}).status_code == 200
+
+
+def test_over_https_a_logged_in_post_needs_a_same_origin_referrer(app, world):
+    actor = login(app, "marker1")
+    url = f"/api/v1/items/{world.item_id}/claim"
+    secure = {"base_url": "https://localhost"}
+    r = actor.post(url, json={}, **secure)
+    assert r.status_code == 400 and r.get_json()["error"] == "csrf"
+    r = actor.post(url, json={}, headers={"Referer": "https://evil.example/"}, **secure)
+    assert r.status_code == 400
+    assert actor.post(url, json={}, headers={"Referer": "https://localhost/marker/"}, **secure).status_code == 200
+
+
 def test_logout_ends_session_server_side(app, world):
     actor = login(app, "marker1")
     cookie = actor.client.get_cookie("mc_session").value

@@ -113,7 +113,7 @@ def login():
                                    user_agent=request.headers.get("User-Agent"),
                                    absolute_hours=current_app.config["MC_SESSION_ABSOLUTE_HOURS"],
                                    mfa_passed=not mfa_required)
-    session.clear()   # a fresh CSRF secret for the new session
+    session.clear()   # the pre-login CSRF secret goes: the new session has its own token (web.auth.csrf)
     target = _safe_next(request.form.get("next")) or url_for("ui.home")
     if mfa_required:
         target = url_for("auth.mfa_enrol" if not user.totp_secret else "auth.mfa", next=target)
@@ -233,13 +233,13 @@ def whoami():
 
 
 def init_app(app: Flask) -> None:
-    from flask_wtf.csrf import CSRFProtect
+    from . import csrf
 
     settings = app.config["MC_SETTINGS"]
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    CSRFProtect(app)
     app.before_request(load_user)
+    csrf.init_app(app)   # after the session check: a logged-in request's token is its session's
     app.register_blueprint(bp)
     # One limiter per app (tests build many apps); it throttles only the credential
     # checks (POST), per client address.
