@@ -168,7 +168,9 @@ def advance(session: Session, response: Response, *, now: dt.datetime, actor_id:
     item = session.get(Item, response.item_id)
     decision, marks, policy_row = current_decision(session, response, item, marks=marks)
     if decision.action == "wait":
-        response.status = "marking" if marks else "pending"
+        status = "marking" if marks else "pending"
+        if response.status != status:   # (an unchanged value still sends the object through a flush)
+            response.status = status
     elif decision.action == "third":
         ensure_task(session, response, "third")
         response.status = "third"

@@ -299,6 +299,37 @@ def test_a_mark_is_a_fixed_handful_of_statements(db, db_url, world):
     assert counts == WORKBENCH_STATEMENTS[db.dialect], seen
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_first_read_sends_nothing_through_a_flush(db, world):
+    """PostgreSQL: the mark's statement sets a first read's response to ``marking`` and the
+    ORM is told so; the decision must not assign it again, which would cost a flush that
+    writes nothing (the statement count cannot see that; issue 8)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from marking import workbench
+    from marking.policy import policy_for_item
+    m1 = world["markers"][0]
+    item = world["item"]
+    with db.write() as s:   # a centre's first submit stores the default policy: done before
+        policy_for_item(s, s.get(Item, item))
+    first = dispatch.claim_next(db, m1, item, now=NOW)
+    flushed: list[set[str]] = []
+
+    def note(session, _context, _instances):
+        flushed.append({type(o).__name__ for o in [*session.dirty, *session.new]})
+
+    event.listen(Session, "before_flush", note)
+    try:
+        step = workbench.submit_and_claim_next(db, m1, first.token, "5", request_id="f1", item_id=item, now=NOW)
+    finally:
+        event.remove(Session, "before_flush", note)
+    assert step.next is not None and not any("Response" in kinds for kinds in flushed), flushed
+    with db.read() as s:
+        assert s.execute(select(Response.status).join(MarkTask, MarkTask.response_id == Response.id)
+                         .where(MarkTask.lease_token == first.token)).scalar_one() == "marking"
+
+
 def test_submit_and_next_in_one_transaction_keeps_the_mark_when_no_next_is_allowed(db, world):
     """The workbench step: mark + next task together; a refused next (cap) still saves the mark."""
     from marking import workbench
