@@ -244,6 +244,11 @@ def init_app(app: Flask) -> None:
     # One limiter per app (tests build many apps); it throttles only the credential
     # checks (POST), per client address.
     limiter = Limiter(key_func=get_remote_address, default_limits=[], app=app)
+    # No default or application-wide limits, so the limiter's own before_request check
+    # finds nothing to count on any request; the decorated views below check theirs
+    # when called. Without the hook every request saves its cost (1.7 % of a server's
+    # CPU at the load target, issue 8).
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
     app.extensions["mc_limiter"] = limiter
     for endpoint, key in (("auth.login", "MC_LOGIN_LIMIT"), ("auth.mfa", "MC_MFA_LIMIT"),
                           ("auth.mfa_enrol", "MC_MFA_LIMIT")):
