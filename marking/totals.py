@@ -13,9 +13,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, exists, func, select
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger
 from .models import ExamSession, Item, Resolution, Response, Script, Subject
@@ -93,6 +94,10 @@ def locked_script_statement(*columns):
 
 
 _LOCK_SCRIPT = locked_script_statement()
+_SCRIPT = Script.__table__
+_SET_TOTAL = (update(_SCRIPT).where(_SCRIPT.c.id == bindparam("for_script"))
+              .values({c: bindparam(c, type_=_SCRIPT.c[c].type)
+                       for c in ("total_num", "total_den", "total_rounded", "status")}))
 
 
 def has_objective_items(session: Session, subject_id: int) -> bool:
@@ -151,9 +156,14 @@ def recompute_script(session: Session, script_id: int, *, now: dt.datetime, acto
     first_time = before is None
     if before == result.exact and script.total_rounded == str(result.rounded):
         return result
-    script.total_num, script.total_den = result.exact.numerator, result.exact.denominator
-    script.total_rounded = str(result.rounded)
-    script.status = "complete"
+    total = {"total_num": result.exact.numerator, "total_den": result.exact.denominator,
+             "total_rounded": str(result.rounded), "status": "complete"}
+    # A statement of its own, and the ORM object told the committed values: set through
+    # the ORM, the row went through a unit-of-work flush at the next query (twice the
+    # Python time of the UPDATE, on every deciding read; issue 8).
+    session.connection().execute(_SET_TOTAL, {"for_script": script.id, **total})
+    for key, value in total.items():
+        set_committed_value(script, key, value)
     ledger.append(session, actor_id=actor_id, action="script.totalled", entity="script", entity_id=script.id,
                   data={"before": ledger.score_text(before), "exact": ledger.score_text(result.exact),
                         "rounded": str(result.rounded), "rounding": subject.total_rounding,

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from marking import dispatch, ledger, problems, simulate, submission
 from marking.access import LeaseError, NotAllowed
@@ -300,19 +300,23 @@ def test_a_mark_is_a_fixed_handful_of_statements(db, db_url, world):
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_first_read_sends_nothing_through_a_flush(db, world):
-    """PostgreSQL: the mark's statement sets a first read's response to ``marking`` and the
-    ORM is told so; the decision must not assign it again, which would cost a flush that
-    writes nothing (the statement count cannot see that; issue 8)."""
+def test_a_marks_writes_go_through_no_flush(db, world):
+    """PostgreSQL: a mark's writes are statements of their own, and the ORM objects are told
+    the values (issue 8). A first read's response became ``marking`` in the mark's
+    statement, so the decision must not assign it again; a deciding read's final and the
+    script's total are written by the finalise and total statements. Either, left to the
+    ORM, would send the object through a unit-of-work flush at the next query, which a
+    statement count cannot see."""
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
     from marking import workbench
     from marking.policy import policy_for_item
-    m1 = world["markers"][0]
+    m1, m2, _ = world["markers"]
     item = world["item"]
     with db.write() as s:   # a centre's first submit stores the default policy: done before
         policy_for_item(s, s.get(Item, item))
+        s.execute(update(Script).values(objective_cp=1000))   # objective part scored: a final totals the script
     first = dispatch.claim_next(db, m1, item, now=NOW)
     flushed: list[set[str]] = []
 
@@ -322,12 +326,20 @@ def test_a_first_read_sends_nothing_through_a_flush(db, world):
     event.listen(Session, "before_flush", note)
     try:
         step = workbench.submit_and_claim_next(db, m1, first.token, "5", request_id="f1", item_id=item, now=NOW)
+        after_first, flushed[:] = list(flushed), []
+        second = dispatch.claim_next(db, m2, item, now=NOW)
+        flushed.clear()
+        workbench.submit_and_claim_next(db, m2, second.token, "6", request_id="f2", item_id=item, now=NOW)
     finally:
         event.remove(Session, "before_flush", note)
-    assert step.next is not None and not any("Response" in kinds for kinds in flushed), flushed
+    assert step.next is not None and after_first == [] and flushed == [], (after_first, flushed)
     with db.read() as s:
-        assert s.execute(select(Response.status).join(MarkTask, MarkTask.response_id == Response.id)
-                         .where(MarkTask.lease_token == first.token)).scalar_one() == "marking"
+        response, script = s.execute(select(Response, Script).join(Script, Script.id == Response.script_id)
+                                     .join(MarkTask, MarkTask.response_id == Response.id)
+                                     .where(MarkTask.lease_token == first.token)).one()
+        assert (response.status, response.final_num, response.final_den) == ("resolved", 11, 2)
+        assert (script.status, script.total_num, script.total_den, script.total_rounded) == \
+            ("complete", 31, 2, "16")
 
 
 def test_submit_and_next_in_one_transaction_keeps_the_mark_when_no_next_is_allowed(db, world):
