@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
@@ -119,7 +119,7 @@ class TaskView:
     earlier_marks: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}   # (asdict deep-copies every value)
         data["lease_expires_at"] = self.lease_expires_at.isoformat()
         data["earlier_marks"] = [dict(m) for m in self.earlier_marks]
         data["condition_codes"] = list(self.condition_codes)
