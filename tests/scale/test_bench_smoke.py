@@ -68,6 +68,28 @@ def test_latency_phase_refuses_an_unknown_idle_order():
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_dispatch_scaling_times_both_sizes_in_alternating_rounds(backend, tmp_path, request, monkeypatch):
+    url = _pg_server_args(request)[1] if backend == "postgresql" else None
+    populate, claim_p50, order = bm.populate, bm.claim_p50, []
+
+    def named_populate(db, *, markers, responses, code):   # a marker count that names the size
+        return populate(db, markers=3 if code == "SS" else 4, responses=responses, code=code)
+
+    def noted_claims(db, world, claims, start=0):
+        order.append("small" if len(world.markers) == 3 else "large")
+        return claim_p50(db, world, claims, start)
+
+    monkeypatch.setattr(bm, "populate", named_populate)
+    monkeypatch.setattr(bm, "claim_p50", noted_claims)
+    out = bm.dispatch_scaling(url, tmp_path, 200, 600, 12)
+    assert out["small"]["responses"] == 200 and out["large"]["responses"] == 600
+    assert out["ratio_large_over_small"] == round(out["large"]["claim_p50_ms"] / out["small"]["claim_p50_ms"], 2)
+    assert out["service_cost"]["marks"] == 66 and out["service_cost"]["statements_per_mark"] > 0
+    # each warmed up once, then timed in alternating rounds
+    assert order == ["small", "large"] + ["small", "large"] * bm.SCALING_ROUNDS
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_bench_service_cost_only_runs_rounds_and_reports_medians(backend, tmp_path, request, capsys):
     args = ["--service-cost-only", "2", "--json", str(tmp_path / "out.json")]
     if backend == "postgresql":
