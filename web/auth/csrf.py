@@ -23,6 +23,7 @@ import hashlib
 import hmac
 
 from flask import Flask, current_app, g, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf, same_origin
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -65,9 +66,23 @@ def check() -> None:
     g.csrf_valid = True
 
 
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session, opened only when the request carries the cookie.
+
+    Flask builds its signing serializer before it looks for the cookie; a logged-in
+    browser no longer sends one (the login clears it), so most requests skip that work.
+    """
+
+    def open_session(self, app: Flask, request):
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     """Flask-WTF for the anonymous check and its token; :func:`check` runs every request's
     (register after the session check)."""
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.session_interface = CookieSessionInterface()
     CSRFProtect(app)
     app.before_request(check)
