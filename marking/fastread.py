@@ -44,14 +44,15 @@ class FastRead:
 
     def __init__(self, statement):
         self.statement = statement
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[tuple[str, str], _Compiled] = {}
         self._lock = threading.Lock()
 
     def compiled(self, dialect) -> _Compiled:
-        found = self._by_dialect.get(dialect.name)
+        key = (dialect.name, dialect.driver)
+        found = self._by_dialect.get(key)
         if found is None:
             with self._lock:
-                found = self._by_dialect.setdefault(dialect.name, self._compile(dialect))
+                found = self._by_dialect.get(key) or self._by_dialect.setdefault(key, self._compile(dialect))
         return found
 
     def _compile(self, dialect) -> _Compiled:
