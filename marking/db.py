@@ -26,6 +26,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import fastread
+from .fastread import FastRead
+
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -176,12 +179,11 @@ class Database:
         a statement sees one consistent snapshot by itself. A :class:`marking.fastread.FastRead`
         runs on the DBAPI cursor with its SQL compiled once (no SQLAlchemy execution per call).
         """
-        from .fastread import FastRead, execute
         for attempt in (1, 2):
             try:
                 with self._autocommit.connect() as conn:
                     if isinstance(statement, FastRead):
-                        return execute(statement, conn, params)
+                        return fastread.execute(statement, conn, params)
                     return conn.execute(statement, params or {}).all()
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:
