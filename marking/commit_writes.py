@@ -30,9 +30,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from . import events, ledger
+from .fastsql import FastStatement, run_in
 from .models.base import UTCDateTime, utcnow
 
-_BOTH = text("""
+_BOTH = FastStatement(text("""
 WITH entries AS (
   INSERT INTO ledger_entry (at, actor_id, action, entity, entity_id, reason, data)
   SELECT e.v->>0, CAST(e.v->>1 AS integer), e.v->>2, e.v->>3, e.v->>4, e.v->>5, e.v->>6
@@ -43,7 +44,7 @@ INSERT INTO outbox_event (topic, name, payload, created_at)
 SELECT o.v->>0, o.v->>1, o.v->>2, :o_created_at
 FROM json_array_elements(CAST(:events AS json)) WITH ORDINALITY AS o(v, n)
 ORDER BY o.n
-""").bindparams(bindparam("o_created_at", type_=UTCDateTime()))
+""").bindparams(bindparam("o_created_at", type_=UTCDateTime())))   # every mark: on the cursor
 
 _ENTRY_COLUMNS = ("at", "actor_id", "action", "entity", "entity_id", "reason", "data")
 _OUTBOX_COLUMNS = ("topic", "name", "payload")
@@ -67,9 +68,8 @@ def write_queued(session: Session) -> None:
         return
     entries = [ledger.entry_row(event) for event in session.info.pop(ledger.PENDING_KEY)]
     queued = session.info.pop(events.PENDING_KEY)
-    session.connection().execute(_BOTH, {"entries": _rows_json(entries, _ENTRY_COLUMNS),
-                                         "events": _rows_json(queued, _OUTBOX_COLUMNS),
-                                         "o_created_at": utcnow()})
+    run_in(session, _BOTH, {"entries": _rows_json(entries, _ENTRY_COLUMNS),
+                            "events": _rows_json(queued, _OUTBOX_COLUMNS), "o_created_at": utcnow()})
 
 
 def discard_queued(session: Session) -> None:

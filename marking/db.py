@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fastread
-from .fastread import FastRead
+from . import fastsql
+from .fastsql import FastStatement
 
 T = TypeVar("T")
 
@@ -176,14 +176,14 @@ class Database:
         """One read statement in autocommit mode: a single round trip, no BEGIN/COMMIT.
 
         For hot reads that are one statement anyway (the per-request session check);
-        a statement sees one consistent snapshot by itself. A :class:`marking.fastread.FastRead`
+        a statement sees one consistent snapshot by itself. A :class:`marking.fastsql.FastStatement`
         runs on the DBAPI cursor with its SQL compiled once (no SQLAlchemy execution per call).
         """
         for attempt in (1, 2):
             try:
                 with self._autocommit.connect() as conn:
-                    if isinstance(statement, FastRead):
-                        return fastread.execute(statement, conn, params)
+                    if isinstance(statement, FastStatement):
+                        return fastsql.execute(statement, conn, params)
                     return conn.execute(statement, params or {}).all()
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:

@@ -50,6 +50,7 @@ from .access import LeaseError, NotAllowed, active_user
 from .centre_time import centre_day, now_or
 from .eligibility import (FACT_CHECKS, NO_EXCLUSIONS, Exclusions, FactCheck, excluded_clause, exclusions_for,
                           qualification_problem)
+from .fastsql import FastStatement, first, run_in
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
 from .models.work import MarkAssignment, MarkerItemTally
 from .policy import policy_for_item
@@ -510,10 +511,10 @@ def claim_work(user_id: int, item_id: int, *, queue: str = "marking", now: dt.da
             # The rows are read only when there are some (the facts query says so).
             exclusions = exclusions_for(session, user) if facts.has_exclusions or user.school_code else NO_EXCLUSIONS
             if exclusions.empty and session.get_bind().dialect.name == "postgresql":
-                dealt = session.connection().execute(
-                    _cached(("deal", slots), lambda: _deal_statement(slots)),
+                dealt = first(run_in(
+                    session, _cached(("deal", slots), lambda: FastStatement(_deal_statement(slots))),
                     {"pick_item": item.id, "pick_user": user.id, "token": token, "until": until, "now": now,
-                     "day": day}).first()
+                     "day": day}))
                 if dealt is None:
                     return None
                 events.publish(session, events.item_topic(item.id), "task.claimed",

@@ -29,6 +29,7 @@ from .access import LeaseError, NotAllowed, active_user
 from .adjudication import (CHAIN_KINDS, CHAIN_MARK_COLUMNS, ChainMark, advance, current_decision,
                            live_chain_mark_filter, lock_response, note_script_locked)
 from .centre_time import now_or
+from .fastsql import FastStatement, first, run_in
 from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, Script, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .policy import default_policy_id, remember_policy
@@ -152,7 +153,7 @@ def _live_chain(prior, new: ChainMark) -> dict[str, ChainMark]:
     return marks
 
 
-_FENCED_MARK_INSERT = _fenced_mark_insert()
+_FENCED_MARK_INSERT = FastStatement(_fenced_mark_insert())   # every mark: on the cursor
 
 
 class IdempotencyConflict(ValueError):
@@ -263,9 +264,9 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         live = None   # the live chain marks, when the mark's statement read them
         if score_cp is not None and postgresql:
             # UNIQUE(marker_id, request_id), (response, marker) back the insert
-            inserted = conn.execute(_FENCED_MARK_INSERT, {
+            inserted = first(run_in(session, _FENCED_MARK_INSERT, {
                 **{f"new_{key}": value for key, value in row.items()},
-                "task": found.id, "token": token, "holder": user_id, "lock_script": response.script_id}).first()
+                "task": found.id, "token": token, "holder": user_id, "lock_script": response.script_id}))
             if inserted is None:
                 return refused(session, found.id)
             mark_id, slot, prior, script_locked = inserted

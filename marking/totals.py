@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger
+from .fastsql import FastStatement, run_in
 from .models import ExamSession, Item, Resolution, Response, Script, Subject
 from .scores import from_cp, round_total
 
@@ -95,9 +96,9 @@ def locked_script_statement(*columns):
 
 _LOCK_SCRIPT = locked_script_statement()
 _SCRIPT = Script.__table__
-_SET_TOTAL = (update(_SCRIPT).where(_SCRIPT.c.id == bindparam("for_script"))
-              .values({c: bindparam(c, type_=_SCRIPT.c[c].type)
-                       for c in ("total_num", "total_den", "total_rounded", "status")}))
+_SET_TOTAL = FastStatement(update(_SCRIPT).where(_SCRIPT.c.id == bindparam("for_script"))
+                           .values({c: bindparam(c, type_=_SCRIPT.c[c].type)
+                                    for c in ("total_num", "total_den", "total_rounded", "status")}))
 
 
 def has_objective_items(session: Session, subject_id: int) -> bool:
@@ -161,7 +162,7 @@ def recompute_script(session: Session, script_id: int, *, now: dt.datetime, acto
     # A statement of its own, and the ORM object told the committed values: set through
     # the ORM, the row went through a unit-of-work flush at the next query (twice the
     # Python time of the UPDATE, on every deciding read; issue 8).
-    session.connection().execute(_SET_TOTAL, {"for_script": script.id, **total})
+    run_in(session, _SET_TOTAL, {"for_script": script.id, **total})
     for key, value in total.items():
         set_committed_value(script, key, value)
     ledger.append(session, actor_id=actor_id, action="script.totalled", entity="script", entity_id=script.id,

@@ -40,7 +40,7 @@ from sqlalchemy import bindparam, func, select
 
 from marking import events
 from marking.config import ConfigError
-from marking.fastread import FastRead
+from marking.fastsql import FastStatement
 from marking.models import OutboxEvent
 
 from . import queries
@@ -61,7 +61,7 @@ if holder == false or holder == ARGV[1] then
 end
 return 0
 """
-_NEWER = FastRead(select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.name, OutboxEvent.payload)
+_NEWER = FastStatement(select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.name, OutboxEvent.payload)
                   .where(OutboxEvent.id > bindparam("after")).order_by(OutboxEvent.id).limit(1000))
 
 

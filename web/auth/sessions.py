@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
 
-from marking.fastread import FastRead
+from marking.fastsql import FastStatement
 from marking.models import LoginSession, User, UserRole
 from marking.models.base import utcnow
 
@@ -86,8 +86,8 @@ def mark_mfa_passed(db, session_id: str) -> None:
                         .values(mfa_passed=True, last_seen_at=utcnow()))
 
 
-# Every request runs it: compiled once per dialect (marking.fastread).
-_LOAD = FastRead(select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.last_seen_at,
+# Every request runs it: compiled once per dialect (marking.fastsql).
+_LOAD = FastStatement(select(LoginSession.revoked_at, LoginSession.expires_at, LoginSession.last_seen_at,
                         LoginSession.mfa_passed, User.id, User.username, User.display_name, User.active,
                         User.locale, User.totp_secret, UserRole.role)
                  .join(User, User.id == LoginSession.user_id)
