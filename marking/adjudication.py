@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger
 from .dispatch import cancel_open_tasks, ensure_task
+from .fastsql import FastStatement, one, run_in
 from .models import Item, Mark, MarkTask, Resolution, ResolutionPolicy, Response
 from .policy import Decision, MarkSet, decide, policy_for_item
 from .scores import from_cp
@@ -251,17 +252,17 @@ def _resolve_close_and_lock_script(session: Session, response: Response, *, fina
     object is told the committed values rather than flushed again.
     """
     before, resolved_at = final_of(response), response.resolved_at or now
-    row = session.execute(_finalise_statement(read_finals), {
+    row = one(run_in(session, _finalise_statement(read_finals), {
         **_resolution_row(response, final, outcome, policy, inputs, decided_by, now),
-        "for_script": response.script_id, "resolved_at": resolved_at}).one()
+        "for_script": response.script_id, "resolved_at": resolved_at}))
     for key, value in (("final_num", final.numerator), ("final_den", final.denominator), ("status", "resolved"),
                        ("resolved_at", resolved_at)):
         set_committed_value(response, key, value)
     _ledger_resolution(session, response, version=row.version, before=before, final=final, outcome=outcome,
                        policy=policy, inputs=inputs, decided_by=decided_by, now=now, reason=reason)
-    from .totals import finals_from_json   # late import: totals → adjudication helpers
+    from .totals import finals_from_json, locked_script   # late import: totals → adjudication helpers
     finals = finals_from_json(row.finals) if read_finals else None
-    return row.version, (row.Script, row.Subject, row.has_objective), finals
+    return row.version, locked_script(session, row), finals
 
 
 @functools.cache
@@ -282,7 +283,7 @@ def _finalise_statement(read_finals: bool):
     columns = [select(res.c.version).scalar_subquery().label("version")]
     if read_finals:
         columns.append(item_finals_json().label("finals"))
-    return locked_script_statement(*columns).add_cte(cancelled, resolved)
+    return FastStatement(locked_script_statement(*columns).add_cte(cancelled, resolved), autoflush=True)
 
 
 def reopen(session: Session, response: Response, *, now: dt.datetime, actor_id: int | None) -> Decision:

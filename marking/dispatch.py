@@ -43,14 +43,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session, aliased, lazyload
+from sqlalchemy.orm import Session
 
 from . import events
 from .access import LeaseError, NotAllowed, active_user
 from .centre_time import centre_day, now_or
 from .eligibility import (FACT_CHECKS, NO_EXCLUSIONS, Exclusions, FactCheck, excluded_clause, exclusions_for,
                           qualification_problem)
-from .fastsql import FastStatement, first, run_in
+from .fastsql import EntityColumns, FastStatement, first, run_in
 from .models import Exclusion, Item, ItemDuty, Mark, MarkingScheme, MarkTask, Qualification, Response, User
 from .models.work import MarkAssignment, MarkerItemTally
 from .policy import policy_for_item
@@ -402,15 +402,24 @@ def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...]
     whether any lease of the item has expired: one round trip for everything a claim checks."""
     checks, injectors = tuple(FACT_CHECKS), tuple(INJECTORS) if "seed" in held_slots else ()
     statement = _cached(("facts", duties, held_slots, checks, injectors),
-                        lambda: _facts_statement(duties, held_slots, checks, injectors))
-    row = session.execute(statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}).first()
-    if row is None or not row.u.active:
+                        lambda: FastStatement(_facts_statement(duties, held_slots, checks, injectors),
+                                                      autoflush=True))
+    row = first(run_in(session, statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}))
+    if row is None or not _FACTS_USER.value(row, "active"):
         raise NotAllowed(f"user {user_id} does not exist or is disabled")
-    if row.i is None or row.i.kind != "subjective":
+    if _FACTS_ITEM.value(row, "id") is None or _FACTS_ITEM.value(row, "kind") != "subjective":
         raise NotAllowed(f"item {item_id} is not a subjective item")
-    return _Facts(row.u, row.i, bool(row.duty), row.latest, bool(row.requires_test), row.held,
-                  row.dealt or 0, bool(row.excluded), bool(row.expired),
-                  {c.name: row._mapping[f"check_{c.name}"] for c in checks}, row._mapping)
+    facts = row._asdict()
+    return _Facts(_FACTS_USER.load(session, row), _FACTS_ITEM.load(session, row), bool(row.duty), row.latest,
+                  bool(row.requires_test), row.held, row.dealt or 0, bool(row.excluded), bool(row.expired),
+                  {c.name: facts[f"check_{c.name}"] for c in checks}, facts)
+
+
+# The claim's facts read the user and item rows on the cursor (marking.fastsql); the
+# objects are the session's, as a query would give them (every claim runs it: issue 8).
+_FACTS_USER_TABLE, _FACTS_ITEM_TABLE = User.__table__.alias("u"), Item.__table__.alias("i")
+_FACTS_USER = EntityColumns(User, _FACTS_USER_TABLE, "u_")
+_FACTS_ITEM = EntityColumns(Item, _FACTS_ITEM_TABLE, "i_")
 
 
 def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], checks: tuple[FactCheck, ...],
@@ -419,7 +428,7 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
     # (its parse cache stops there), and this one is run on every claim.
     t = MarkTask.__table__.alias("t")
     d, q = ItemDuty.__table__.alias("d"), Qualification.__table__.alias("q")
-    u, i = aliased(User, name="u"), aliased(Item, name="i")
+    u, i = _FACTS_USER_TABLE, _FACTS_ITEM_TABLE
     user_id, item_id = bindparam("user_id"), bindparam("item_id")
     now = bindparam("now", type_=t.c.leased_until.type)
     duty = exists().where(d.c.user_id == user_id, d.c.item_id == item_id,
@@ -444,13 +453,12 @@ def _facts_statement(duties: tuple[str, ...], held_slots: tuple[str, ...], check
     earliest_expiry = (select(func.min(t.c.leased_until)).where(t.c.item_id == item_id, t.c.status == "leased")
                        .scalar_subquery())
     expired = earliest_expiry < now
-    # Roles are not needed to deal work (lazyload: no second query for them).
-    return (select(u, i, duty.label("duty"), latest.label("latest"), requires_test.label("requires_test"),
-                   held.label("held"), dealt.label("dealt"), excluded.label("excluded"), expired.label("expired"),
+    return (select(*_FACTS_USER.columns, *_FACTS_ITEM.columns, duty.label("duty"), latest.label("latest"),
+                   requires_test.label("requires_test"), held.label("held"), dealt.label("dealt"),
+                   excluded.label("excluded"), expired.label("expired"),
                    *(c.fact().label(f"check_{c.name}") for c in checks),
                    *(fact for injector in injectors for fact in injector.facts()))
-            .select_from(u).outerjoin(i, i.id == item_id).where(u.id == user_id)
-            .options(lazyload(u.roles)))
+            .select_from(u).outerjoin(i, i.c.id == item_id).where(u.c.id == user_id))
 
 
 def claim_next(db, user_id: int, item_id: int, *, queue: str = "marking",

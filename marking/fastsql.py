@@ -26,6 +26,13 @@ What is kept from SQLAlchemy's own execution:
   violation is an ``IntegrityError``, which ``Database.run`` retries, and a dropped
   connection is invalidated, so ``Database.read_rows`` retries on a fresh one.
 
+A statement that reads ORM entities selects their columns through :class:`EntityColumns`,
+which turns a row back into the session's object (``EntityColumns.load``) the way a
+query would, without SQLAlchemy's ORM execution: the object the session holds already,
+or a new persistent, unmodified one (``make_transient_to_detached`` and
+``Session.add``, SQLAlchemy's documented way to "manufacture persistent state without
+any SQL calls"). Its relationships are not loaded; they load on first access.
+
 Only statements SQLAlchemy compiles to fixed SQL text qualify (no expanding ``IN``,
 no ``literal_execute``) and that need no Python-side column default computed per
 execution: :class:`FastStatement` refuses the others when it compiles them. Rows are named tuples; a statement without result columns (an ``UPDATE``
@@ -39,6 +46,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import SelectBase
 
@@ -65,8 +75,13 @@ def _result_columns(statement):
 class FastStatement:
     """A statement compiled once per dialect; run it with ``Database.read_rows`` or :func:`run_in`."""
 
-    def __init__(self, statement):
+    def __init__(self, statement, *, autoflush: bool = False):
+        """``autoflush``: :func:`run_in` flushes the session's pending changes first, as
+        ``Session.execute`` does for an ORM query; set it for a statement whose rows
+        become ORM objects (:class:`EntityColumns`), so the row has what the session
+        changed and a refreshed object does not lose it."""
         self.statement = statement
+        self.autoflush = autoflush
         self._by_dialect: dict[tuple[str, str], _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -147,9 +162,63 @@ def execute(fast: FastStatement, connection, params: dict[str, Any] | None) -> l
 
 def run_in(session, fast: FastStatement, params: dict[str, Any] | None = None) -> list:
     """Run ``fast`` inside ``session``'s transaction (begun if it was not)."""
+    if fast.autoflush and session.autoflush:   # (``no_autoflush`` turns it off, as for queries)
+        session.flush()                        # nothing to write: returns at once
     return execute(fast, session.connection(), params)
 
 
 def first(rows: list):
     """The first row or None, as ``Result.first()``."""
     return rows[0] if rows else None
+
+
+def one(rows: list):
+    """The only row, as ``Result.one()`` (its errors too)."""
+    if not rows:
+        raise sa_exc.NoResultFound("No row was found when one was required")
+    if len(rows) > 1:
+        raise sa_exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+    return rows[0]
+
+
+class EntityColumns:
+    """An ORM entity's mapped columns in a :class:`FastStatement`, labelled ``prefix`` and
+    a number (short: psycopg caches the parsing of statements up to 4 KB), and the
+    entity's object made from a row of them."""
+
+    def __init__(self, entity, table=None, prefix: str = ""):
+        mapper = sa_inspect(entity)
+        table = mapper.local_table if table is None else table
+        self._mapper = mapper
+        self._attributes = tuple((prop.key, f"{prefix}{n}") for n, prop in enumerate(mapper.column_attrs))
+        self._labels = dict(self._attributes)
+        self.columns = tuple(table.c[prop.columns[0].key].label(label)
+                             for prop, (_key, label) in zip(mapper.column_attrs, self._attributes))
+        self._identity = tuple(self._labels[mapper.get_property_by_column(column).key]
+                               for column in mapper.primary_key)
+
+    def value(self, row, key: str):
+        """One attribute's value in ``row`` (without making the object)."""
+        return getattr(row, self._labels[key])
+
+    def load(self, session, row, *, refresh: bool = False):
+        """The object for ``row`` in ``session`` (None when its key is NULL: an outer join
+        found nothing). ``refresh``: an object the session holds already takes the row's
+        values (as ``populate_existing``: the row is newer, e.g. read under a lock)."""
+        identity = tuple(getattr(row, label) for label in self._identity)
+        if None in identity:
+            return None
+        held = session.identity_map.get(self._mapper.identity_key_from_primary_key(identity))
+        if held is not None:
+            # As a query does: the row fills what the object lacks (expired, never loaded)
+            # and, with ``refresh``, replaces the rest.
+            missing = None if refresh else sa_inspect(held).unloaded
+            for key, label in self._attributes:
+                if missing is None or key in missing:
+                    set_committed_value(held, key, getattr(row, label))
+            return held
+        obj = self._mapper.class_manager.new_instance()
+        instance_dict(obj).update((key, getattr(row, label)) for key, label in self._attributes)
+        make_transient_to_detached(obj)   # as loaded: no history, the key from the row
+        session.add(obj)                  # persistent and clean: nothing to flush
+        return obj

@@ -29,7 +29,7 @@ from .access import LeaseError, NotAllowed, active_user
 from .adjudication import (CHAIN_KINDS, CHAIN_MARK_COLUMNS, ChainMark, advance, current_decision,
                            live_chain_mark_filter, lock_response, note_script_locked)
 from .centre_time import now_or
-from .fastsql import FastStatement, first, run_in
+from .fastsql import EntityColumns, FastStatement, first, run_in
 from .models import Item, Mark, MarkTask, ResolutionPolicy, Response, Script, User
 from .models.work import CALIBRATION_SLOTS, CONDITION_CODES
 from .policy import default_policy_id, remember_policy
@@ -53,27 +53,33 @@ _USED_TASK = (select(Mark.task_id).where(Mark.marker_id == bindparam("user_id"),
                                          Mark.request_id == bindparam("request_id"))
               .scalar_subquery().label("used_task"))
 _ITEM_POLICY = ResolutionPolicy.id == func.coalesce(Item.policy_id, default_policy_id())
-_FOUND = (select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, Item, ResolutionPolicy)
-          .select_from(User)
-          .outerjoin(_TASK, _TASK.c.lease_token == bindparam("token"))
-          .outerjoin(Item, Item.id == _TASK.c.item_id)
-          .outerjoin(ResolutionPolicy, _ITEM_POLICY)
-          .where(User.id == bindparam("user_id")))
+# Read on the cursor (marking.fastsql): the objects are the session's, as a query gives them.
+_FOUND_ITEM = EntityColumns(Item, prefix="i")
+_FOUND_POLICY = EntityColumns(ResolutionPolicy, prefix="p")
+_FOUND_RESPONSE = EntityColumns(Response, prefix="r")
+_FOUND = FastStatement(
+    select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, *_FOUND_ITEM.columns, *_FOUND_POLICY.columns)
+    .select_from(User)
+    .outerjoin(_TASK, _TASK.c.lease_token == bindparam("token"))
+    .outerjoin(Item, Item.id == _TASK.c.item_id)
+    .outerjoin(ResolutionPolicy, _ITEM_POLICY)
+    .where(User.id == bindparam("user_id")), autoflush=True)
 # PostgreSQL: the same facts and the response row locked, in one round trip. No row when
 # the user or the token is unknown (then ``_FOUND`` says which). Under READ COMMITTED a
 # lock wait returns the response row as the holder committed it (the columns of the
 # other tables are from before the wait: the fence re-checks the task, and a request id
-# committed meanwhile is found when the fence refuses).
-_FOUND_AND_LOCKED = (select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, Item, ResolutionPolicy,
-                            Response)
-                     .select_from(User)
-                     .join(_TASK, _TASK.c.lease_token == bindparam("token"))
-                     .join(Response, Response.id == _TASK.c.response_id)
-                     .join(Item, Item.id == _TASK.c.item_id)
-                     .outerjoin(ResolutionPolicy, _ITEM_POLICY)
-                     .where(User.id == bindparam("user_id"))
-                     .with_for_update(of=Response)
-                     .execution_options(populate_existing=True))
+# committed meanwhile is found when the fence refuses). The rows replace what the
+# session's objects hold (as ``populate_existing``): the locked row is the newest.
+_FOUND_AND_LOCKED = FastStatement(
+    select(User.active, _TASK.c.id, _TASK.c.response_id, _USED_TASK, *_FOUND_ITEM.columns, *_FOUND_POLICY.columns,
+           *_FOUND_RESPONSE.columns)
+    .select_from(User)
+    .join(_TASK, _TASK.c.lease_token == bindparam("token"))
+    .join(Response, Response.id == _TASK.c.response_id)
+    .join(Item, Item.id == _TASK.c.item_id)
+    .outerjoin(ResolutionPolicy, _ITEM_POLICY)
+    .where(User.id == bindparam("user_id"))
+    .with_for_update(of=Response.__table__), autoflush=True)
 # The fence: only the holder's current lease turns into a done task.
 _FENCED_DONE = (update(_TASK)
                 .where(_TASK.c.id == bindparam("task"), _TASK.c.lease_token == bindparam("token"),
@@ -238,10 +244,10 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         # was this request id used before (then it is a replay, or a conflict); on
         # PostgreSQL also the response row, locked.
         params = {"user_id": user_id, "token": token, "request_id": request_id}
-        found = session.execute(_FOUND_AND_LOCKED, params).first() if postgresql else None
-        locked = found.Response if found is not None else None
+        found = first(run_in(session, _FOUND_AND_LOCKED, params)) if postgresql else None
+        locked = _FOUND_RESPONSE.load(session, found, refresh=True) if found is not None else None
         if found is None:
-            found = session.execute(_FOUND, params).first()
+            found = first(run_in(session, _FOUND, params))
         if found is None or not found.active:
             raise NotAllowed(f"user {user_id} does not exist or is disabled")
         if found.used_task is not None:
@@ -251,8 +257,8 @@ def submit_work(user_id: int, token: str, score: str | int | Fraction | None, *,
         if found.id is None:
             raise LeaseError("unknown or recycled lease token: the lease expired and the task went "
                              "back to the pool, or it was never yours")
-        item = found.Item
-        remember_policy(session, item, found.ResolutionPolicy)
+        item = _FOUND_ITEM.load(session, found, refresh=locked is not None)
+        remember_policy(session, item, _FOUND_POLICY.load(session, found, refresh=locked is not None))
         response = locked or lock_response(session, found.response_id)   # lock order: response, then task
         try:
             score_cp = validate_score(item, score, condition_code)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger
-from .fastsql import FastStatement, run_in
+from .fastsql import EntityColumns, FastStatement, one, run_in
 from .models import ExamSession, Item, Resolution, Response, Script, Subject
 from .scores import from_cp, round_total
 
@@ -82,19 +82,30 @@ def finals_from_json(value) -> list[ItemFinal]:
     return [ItemFinal(*row) for row in value or ()]
 
 
+_LOCKED_SCRIPT = EntityColumns(Script, prefix="s")
+_LOCKED_SUBJECT = EntityColumns(Subject, prefix="j")
+
+
 def locked_script_statement(*columns):
     """The script (locked), its subject, and whether the subject has objective items: one
-    read (``columns``: more to read in the same statement)."""
-    return (select(*columns, Script, Subject,
+    read (``columns``: more to read in the same statement), run as a
+    :class:`~marking.fastsql.FastStatement`; :func:`locked_script` makes its row the objects."""
+    return (select(*columns, *_LOCKED_SCRIPT.columns, *_LOCKED_SUBJECT.columns,
                    exists().where(Item.subject_id == Script.subject_id, Item.kind == "objective")
                    .label("has_objective"))
             .select_from(Script)
             .join(Subject, Subject.id == Script.subject_id)
-            .where(Script.id == bindparam("for_script")).with_for_update(of=Script)
-            .execution_options(populate_existing=True))
+            .where(Script.id == bindparam("for_script")).with_for_update(of=Script.__table__))
 
 
-_LOCK_SCRIPT = locked_script_statement()
+def locked_script(session: Session, row) -> tuple[Script, Subject, bool]:
+    """(script, subject, has_objective) from a :func:`locked_script_statement` row: the
+    session's objects, refreshed from the row (it was read under the script's lock)."""
+    return (_LOCKED_SCRIPT.load(session, row, refresh=True), _LOCKED_SUBJECT.load(session, row, refresh=True),
+            bool(row.has_objective))
+
+
+_LOCK_SCRIPT = FastStatement(locked_script_statement(), autoflush=True)
 _SCRIPT = Script.__table__
 _SET_TOTAL = FastStatement(update(_SCRIPT).where(_SCRIPT.c.id == bindparam("for_script"))
                            .values({c: bindparam(c, type_=_SCRIPT.c[c].type)
@@ -149,7 +160,8 @@ def recompute_script(session: Session, script_id: int, *, now: dt.datetime, acto
     it with :func:`locked_script_statement` (then the finals are read after that lock,
     unless ``finals`` were read under it already; ``override`` then gives the finals the
     caller set in the same statement, which its snapshot did not show)."""
-    script, subject, has_objective = locked or session.execute(_LOCK_SCRIPT, {"for_script": script_id}).one()
+    script, subject, has_objective = locked or locked_script(session, one(run_in(session, _LOCK_SCRIPT,
+                                                                              {"for_script": script_id})))
     result = compute(session, script, subject, has_objective=has_objective, finals=finals, override=override)
     if not result.complete:
         return result

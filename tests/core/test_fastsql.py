@@ -5,10 +5,11 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import bindparam, event, func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound, NoResultFound
 
 from marking import db as dbmod
-from marking.fastsql import FastStatement, first, run_in
+from marking.fastsql import EntityColumns, FastStatement, first, one, run_in
 from marking.models import LoginSession, Script, User, UserRole
 from web.auth.sessions import _LOAD
 
@@ -163,3 +164,83 @@ def test_python_side_column_defaults_are_refused(db):
                                .values(total_num=bindparam("n")))
     with db.write() as s:
         assert run_in(s, everything, {"sid": 10 ** 9, "n": 1}) == []
+
+
+# --- ORM objects from rows read on the cursor (marking.fastsql.EntityColumns) ----------------------
+
+_USER = EntityColumns(User, prefix="u")
+_USER_BY_ID = FastStatement(select(*_USER.columns).where(User.id == bindparam("uid")))
+
+
+def _counting(db):
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: seen.append(sql))
+    return seen
+
+
+def test_an_entity_read_on_the_cursor_is_a_persistent_clean_object_of_the_session(db):
+    a, _b = _users(db)
+    with db.read() as s:
+        loaded = s.get(User, a)
+        expected = {prop.key: getattr(loaded, prop.key) for prop in sa_inspect(User).column_attrs}
+    with db.write() as s:
+        user = _USER.load(s, first(run_in(s, _USER_BY_ID, {"uid": a})))
+        assert {prop.key: getattr(user, prop.key) for prop in sa_inspect(User).column_attrs} == expected
+        assert user.created_at.tzinfo is not None          # the columns' result processing
+        seen = _counting(db)
+        assert s.get(User, a) is user and user in s and not s.dirty and not s.is_modified(user)
+        assert seen == []                                  # in the identity map: no SQL
+        assert {r.role for r in user.roles} == {"marker", "team_leader"}   # relationships load on access
+        user.display_name = "Changed"                      # persistent: a change is flushed
+    assert _display_name(db, a) == "Changed"
+
+
+def test_an_object_the_session_holds_is_returned_and_refreshed_only_when_asked(db):
+    a, _b = _users(db)
+    with db.write() as s:
+        held = s.get(User, a)
+        behind = update(User.__table__).where(User.__table__.c.id == a)   # Core: the object is not told
+        s.connection().execute(behind.values(display_name="Newer"))
+        row = first(run_in(s, _USER_BY_ID, {"uid": a}))
+        assert _USER.load(s, row) is held and held.display_name == "Fa"   # as a query without populate_existing
+        s.expire(held, ["display_name"])
+        seen = _counting(db)
+        assert _USER.load(s, row) is held and held.display_name == "Newer" and seen == []   # filled from the row
+        s.connection().execute(behind.values(display_name="Newest"))
+        row = first(run_in(s, _USER_BY_ID, {"uid": a}))
+        assert _USER.load(s, row, refresh=True) is held and held.display_name == "Newest"
+        assert not s.is_modified(held)
+
+
+def test_an_outer_join_that_found_nothing_gives_no_object(db):
+    a, _b = _users(db)
+    item = EntityColumns(Script, prefix="s")
+    statement = FastStatement(select(User.id, *item.columns).select_from(User)
+                              .outerjoin(Script, Script.id == bindparam("sid")).where(User.id == bindparam("uid")))
+    with db.write() as s:
+        row = first(run_in(s, statement, {"uid": a, "sid": 10 ** 9}))
+        assert row.id == a and item.load(s, row) is None and item.value(row, "id") is None
+
+
+def test_one_is_result_ones_contract(db):
+    with pytest.raises(NoResultFound):
+        one([])
+    with pytest.raises(MultipleResultsFound):
+        one([1, 2])
+    assert one([7]) == 7
+
+
+def test_a_statement_whose_rows_become_objects_sees_the_sessions_pending_changes(db):
+    """As ``Session.execute`` autoflushes before an ORM query: an object changed in the
+    session and then read again under a lock (refreshed from the row) keeps the change."""
+    a, _b = _users(db)
+    flushing = FastStatement(_USER_BY_ID.statement, autoflush=True)
+    with db.write() as s:
+        user = s.get(User, a)
+        user.display_name = "Pending"
+        assert _USER.load(s, first(run_in(s, flushing, {"uid": a})), refresh=True).display_name == "Pending"
+        user.display_name = "Not flushed"
+        with s.no_autoflush:   # honoured, as for a query
+            row = first(run_in(s, flushing, {"uid": a}))
+        assert _USER.value(row, "display_name") == "Pending"
+    assert _display_name(db, a) == "Not flushed"
