@@ -937,7 +937,7 @@ def _service_cost_only(args, results: dict, workdir: Path, chaining: str) -> int
         meter = CpuMeter([])
         for n in range(args.service_cost_only):
             before = meter.sample()
-            cost = service_cost(db, world, 600)
+            cost = service_cost(db, world, args.service_cost_marks)
             cpu = CpuMeter.per_mark(before, meter.sample(), cost["marks"])
             rounds.append({**cost, "database_cpu_ms_per_mark": cpu["postgres"] if db.dialect == "postgresql" else None})
             print(f"round {n + 1}:", json.dumps(rounds[-1]), flush=True)
@@ -1041,6 +1041,11 @@ def main(argv=None) -> int:
                     help="only the service cost of a mark (phase 5), this many rounds of 600 marks on a small item "
                          "(20 markers, 3,000 responses) with the database's CPU per mark too; no servers, no logins: "
                          "for A/B runs of the service layer (alternate two checkouts)")
+    ap.add_argument("--service-cost-marks", type=int, metavar="N", default=600,
+                    help="marks per --service-cost-only round (default 600). Instructions per mark, which the "
+                         "host's load does not move: run one round under valgrind --tool=callgrind at two "
+                         "counts (e.g. 100 and 300) and divide the difference of the totals by the difference "
+                         "of the counts (docs/benchmarks.md, round ten)")
     ap.add_argument("--json", help="write the results as JSON here")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the finally blocks: stop the server
