@@ -403,7 +403,7 @@ def _facts(session: Session, user_id: int, item_id: int, duties: tuple[str, ...]
     checks, injectors = tuple(FACT_CHECKS), tuple(INJECTORS) if "seed" in held_slots else ()
     statement = _cached(("facts", duties, held_slots, checks, injectors),
                         lambda: FastStatement(_facts_statement(duties, held_slots, checks, injectors),
-                                                      autoflush=True))
+                                              autoflush=True))
     row = first(run_in(session, statement, {"user_id": user_id, "item_id": item_id, "now": now, "day": day}))
     if row is None or not _FACTS_USER.value(row, "active"):
         raise NotAllowed(f"user {user_id} does not exist or is disabled")
