@@ -66,11 +66,27 @@ ENTRY_SQLITE_STATEMENTS = [
 
 # PostgreSQL checks a DELETE once per statement, over its transition table (every removed
 # row must have its identical chained event), rather than once per row: one query per
-# chainer run. enable_seqscan off: the only sensible plan probes ledger_event's unique
-# entry_id index per removed row, but a plan made from statistics taken while the chain
-# was a few rows scans the whole chain per row — PL/pgSQL caches plans per connection,
-# and pooled connections kept such a plan while the chain grew (40 ms a chainer run in
-# the load benchmark).
+# chainer run. The event is found by its unique entry_id alone and only then compared
+# column by column, and the function allows no plan but a nested loop over that index:
+# PL/pgSQL caches a plan per connection, and one made while the chain was a few rows
+# (statistics of a young database) probed ledger_event by its action index instead, so
+# every removed entry read every event of its action — 40–80 ms a chainer run in the
+# load benchmark, growing with the chain (issue 8; migration 0011).
+ENTRY_CHAINED_CHECK = """EXISTS (SELECT 1 FROM gone g LEFT JOIN ledger_event e ON e.entry_id = g.id
+              WHERE e.entry_id IS NULL
+                 OR (e.at, e.actor_id, e.action, e.entity, e.entity_id, e.reason, e.data)
+                    IS DISTINCT FROM (g.at, g.actor_id, g.action, g.entity, g.entity_id, g.reason, g.data))"""
+ENTRY_CHAINED_CHECK_SETTINGS = "SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off"
+ENTRY_CHAINED_FUNCTION = f"""CREATE OR REPLACE FUNCTION ledger_entry_removed_when_chained() RETURNS trigger
+       LANGUAGE plpgsql {ENTRY_CHAINED_CHECK_SETTINGS} AS $$
+       BEGIN
+         IF {ENTRY_CHAINED_CHECK} THEN
+           RAISE EXCEPTION 'ledger_entry: DELETE refused, an entry is not chained yet'
+             USING ERRCODE = 'insufficient_privilege';
+         END IF;
+         RETURN NULL;
+       END $$"""
+
 ENTRY_POSTGRESQL_STATEMENTS = [
     """CREATE OR REPLACE FUNCTION ledger_entry_refuse() RETURNS trigger
        LANGUAGE plpgsql AS $$
@@ -78,19 +94,7 @@ ENTRY_POSTGRESQL_STATEMENTS = [
          RAISE EXCEPTION 'ledger_entry: % refused (an entry is removed only once chained)', TG_OP
            USING ERRCODE = 'insufficient_privilege';
        END $$""",
-    """CREATE OR REPLACE FUNCTION ledger_entry_removed_when_chained() RETURNS trigger
-       LANGUAGE plpgsql SET enable_seqscan = off AS $$
-       BEGIN
-         IF EXISTS (SELECT 1 FROM gone g WHERE NOT EXISTS (
-              SELECT 1 FROM ledger_event e
-              WHERE e.entry_id = g.id AND e.at = g.at AND e.actor_id IS NOT DISTINCT FROM g.actor_id
-                AND e.action = g.action AND e.entity = g.entity AND e.entity_id = g.entity_id
-                AND e.reason IS NOT DISTINCT FROM g.reason AND e.data = g.data)) THEN
-           RAISE EXCEPTION 'ledger_entry: DELETE refused, an entry is not chained yet'
-             USING ERRCODE = 'insufficient_privilege';
-         END IF;
-         RETURN NULL;
-       END $$""",
+    ENTRY_CHAINED_FUNCTION,
     """CREATE TRIGGER ledger_entry_no_update BEFORE UPDATE ON ledger_entry
        FOR EACH ROW EXECUTE FUNCTION ledger_entry_refuse()""",
     """CREATE TRIGGER ledger_entry_delete_when_chained AFTER DELETE ON ledger_entry
