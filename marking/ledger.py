@@ -42,8 +42,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
+
+from . import fastsql
+from .fastsql import FastStatement
 
 from .models import LedgerEntry, LedgerEvent, LedgerHead
 
@@ -208,12 +211,13 @@ def _chain(conn, head_row, events: list, entry_ids: list[int] | None) -> tuple[i
         digest = compute_hash(prev_hash=prev, seq=seq, at=event.at, actor_id=event.actor_id,
                               action=event.action, entity=event.entity, entity_id=event.entity_id,
                               reason=event.reason, data=event.data)
-        rows.append({"seq": seq, "at": event.at, "actor_id": event.actor_id, "action": event.action,
-                     "entity": event.entity, "entity_id": event.entity_id, "reason": event.reason,
-                     "data": event.data, "prev_hash": prev, "hash": digest,
-                     "entry_id": entry_ids[n] if entry_ids is not None else None})
+        rows.append((seq, event.at, event.actor_id, event.action, event.entity, event.entity_id, event.reason,
+                     event.data, prev, digest, entry_ids[n] if entry_ids is not None else None))
         prev = digest
-    conn.execute(_INSERT_EVENTS, rows)
+    if conn.dialect.name == "postgresql":
+        fastsql.execute(_INSERT_EVENTS_PG, conn, {"events": json.dumps(rows, separators=(",", ":"))})
+    else:
+        conn.execute(_INSERT_EVENTS, [dict(zip(_EVENT_COLUMNS, row)) for row in rows])
     conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return seq, prev
 
@@ -224,6 +228,17 @@ _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_u
 _TRY_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update(skip_locked=True)
 _HEAD_EXISTS = select(_HEAD.c.id).where(_HEAD.c.id == 1)
 _INSERT_EVENTS = insert(_EVENTS)
+_EVENT_COLUMNS = ("seq", "at", "actor_id", "action", "entity", "entity_id", "reason", "data", "prev_hash", "hash",
+                  "entry_id")
+# PostgreSQL: a batch of events in one statement, executed once (an executemany runs one
+# INSERT per event on the server: 8,000 a minute under load). The text travels as JSON
+# and ``->>`` gives back exactly the string that was hashed.
+_INSERT_EVENTS_PG = FastStatement(text(f"""
+INSERT INTO ledger_event ({", ".join(_EVENT_COLUMNS)})
+SELECT CAST(e.v->>0 AS bigint), e.v->>1, CAST(e.v->>2 AS integer), e.v->>3, e.v->>4, e.v->>5, e.v->>6,
+       e.v->>7, e.v->>8, e.v->>9, CAST(e.v->>10 AS bigint)
+FROM json_array_elements(CAST(:events AS json)) WITH ORDINALITY AS e(v, n)
+ORDER BY e.n"""))
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 # RETURNING makes SQLAlchemy send the rows as one multi-row INSERT (insertmanyvalues).
 _INSERT_ENTRIES = insert(_ENTRIES).returning(_ENTRIES.c.id)
@@ -237,6 +252,9 @@ _OLDEST_ENTRIES = (select(_ENTRIES.c.id, _ENTRIES.c.at, _ENTRIES.c.actor_id, _EN
 # for every entry: 40–50 ms a run after a few thousand marks, growing with the ledger.
 # The guard trigger checks each entry is chained.)
 _DROP_CHAINED = delete(_ENTRIES).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)))
+# PostgreSQL: one array parameter, so one statement text whatever the batch's size (an
+# expanded IN list is rendered, converted and prepared anew for every length).
+_DROP_CHAINED_PG = FastStatement(text("DELETE FROM ledger_entry WHERE id = ANY(CAST(:ids AS bigint[]))"))
 
 CHAIN_BATCH = 2000
 
@@ -273,8 +291,12 @@ def chain_batch(session: Session, *, wait: bool = True, batch: int = CHAIN_BATCH
     entries = conn.execute(_OLDEST_ENTRIES, {"batch": batch}).all()
     if not entries:
         return 0
-    new_head = _chain(conn, head_row, entries, entry_ids=[entry.id for entry in entries])
-    conn.execute(_DROP_CHAINED, {"ids": [entry.id for entry in entries]})
+    ids = [entry.id for entry in entries]
+    new_head = _chain(conn, head_row, entries, entry_ids=ids)
+    if conn.dialect.name == "postgresql":
+        fastsql.execute(_DROP_CHAINED_PG, conn, {"ids": ids})
+    else:
+        conn.execute(_DROP_CHAINED, {"ids": ids})
     session.info["ledger_head"] = new_head   # for the auto-checkpoint listener
     return len(entries)
 
