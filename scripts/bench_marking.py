@@ -197,7 +197,9 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60, migrate_db: bool = False) -> "ServerProcess":
-        env = {**os.environ, "MC_ENV": "test", "MC_DATABASE_URL": self.database_url,
+        # Logs as a deployment writes them (docs/deploy.md): one JSON request line per
+        # answer, and no gunicorn access log beside it.
+        env = {**os.environ, "MC_ENV": "test", "MC_LOG_FORMAT": "json", "MC_DATABASE_URL": self.database_url,
                "MC_SECRET_KEY": "bench-secret-key-0123456789abcdef", "PYTHONUNBUFFERED": "1",
                **self.extra_env}
         env.pop("MC_REDIS_URL", None) if "MC_REDIS_URL" not in self.extra_env else None
