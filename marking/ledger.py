@@ -47,7 +47,6 @@ from sqlalchemy.orm import Session
 
 from . import fastsql
 from .fastsql import FastStatement
-
 from .models import LedgerEntry, LedgerEvent, LedgerHead
 
 GENESIS_HASH = "0" * 64

@@ -67,11 +67,11 @@ ENTRY_SQLITE_STATEMENTS = [
 # PostgreSQL checks a DELETE once per statement, over its transition table (every removed
 # row must have its identical chained event), rather than once per row: one query per
 # chainer run. The event is found by its unique entry_id alone and only then compared
-# column by column, and the function allows no plan but a nested loop over that index:
-# PL/pgSQL caches a plan per connection, and one made while the chain was a few rows
-# (statistics of a young database) probed ledger_event by its action index instead, so
-# every removed entry read every event of its action — 40–80 ms a chainer run in the
-# load benchmark, growing with the chain (issue 8; migration 0011).
+# column by column, and the function allows no plan but a nested loop over that index.
+# PL/pgSQL caches a plan per connection; the load benchmark's connections had planned the
+# old anti-join (every column a join condition) as a probe by the action index, so every
+# removed entry read every event of its action — 40–80 ms a chainer run, growing with
+# the chain (issue 8; migration 0011).
 ENTRY_CHAINED_CHECK = """EXISTS (SELECT 1 FROM gone g LEFT JOIN ledger_event e ON e.entry_id = g.id
               WHERE e.entry_id IS NULL
                  OR (e.at, e.actor_id, e.action, e.entity, e.entity_id, e.reason, e.data)

@@ -2,9 +2,9 @@
 
 The statement trigger that lets the chainer delete an entry only once an identical
 event is chained compared every column inside an anti-join. PL/pgSQL keeps one plan
-per connection; a plan made while ``ledger_event`` held a few rows probed it by its
-action index, so each removed entry read every chained event of its action (40–80 ms
-a chainer run in the load benchmark, growing with the chain). The check now joins on
+per connection; the load benchmark's connections had planned it as a probe of
+``ledger_event`` by its action index, so each removed entry read every chained event of
+its action (40–80 ms a chainer run, growing with the chain). The check now joins on
 ``entry_id`` alone, compares the columns afterwards, and allows only a nested loop
 over the unique index. SQLite's row trigger already looks up one entry_id per row.
 
