@@ -14,6 +14,7 @@ import gc
 import sys
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from marking import migrate
 from marking.backup import BackupScheduler
@@ -63,11 +64,26 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+class RequestLogOnlyLogger(GunicornLogger):
+    """gunicorn's logger with its access log off: ``web.logs`` writes the request line.
+
+    gunicorn counts any ``logconfig_dict`` as an access log configured, so it built every
+    request's log atoms (headers, times, a dict per request) only for the
+    ``gunicorn.access`` logger to drop them at WARNING: 3 % of a server's CPU under load
+    (py-spy, docs/benchmarks.md "Round twelve").
+    """
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+
 def gunicorn_options(host: str, port: int, threads: int, log_format: str = "text") -> dict:
     if log_format == "json":
         # One JSON line per event; web.logs writes the request log, so no gunicorn access log.
         from .logs import logging_dict
-        return {**gunicorn_options(host, port, threads), "accesslog": None, "logconfig_dict": logging_dict("json")}
+        return {**gunicorn_options(host, port, threads), "accesslog": None, "logconfig_dict": logging_dict("json"),
+                "logger_class": RequestLogOnlyLogger}
     return {
         "bind": f"{host}:{port}",
         "workers": 1,                      # never more: Socket.IO sessions live in the process

@@ -100,3 +100,18 @@ def test_metrics_show_unchained_ledger_entries_and_their_age(db_url):
         assert "mc_ledger_unchained_entries 0" in body and "mc_ledger_chain_lag_seconds 0.0" in body
     finally:
         deferred.dispose()
+
+
+def test_json_logging_builds_no_gunicorn_access_lines():
+    """With the JSON log web.logs writes the request line; gunicorn must not build one to drop it."""
+    from web.server import Server, gunicorn_options
+
+    def build(log_format):
+        server = Server(lambda: None, gunicorn_options("127.0.0.1", 0, 4, log_format))
+        return server.cfg.logger_class(server.cfg)
+
+    json_logger = build("json")
+    assert json_logger.access_log_enabled is False
+    # Returns before touching the request: these arguments would fail any atom lookup.
+    json_logger.access(None, None, None, None)
+    assert build("text").access_log_enabled is True
